@@ -1,0 +1,1 @@
+//! Line tables: from an instruction offset to the line `traceback` would report.

@@ -1,0 +1,1 @@
+//! Linux implementation of [`super::Process`].

@@ -1,0 +1,77 @@
+//! The target process, behind one trait.
+//!
+//! [`Process`] is the only platform seam: memory (through [`MemoryReader`]), the memory map,
+//! the target's binaries, its threads and whether each is running, and pausing it. Linux is
+//! the one implementation; another OS adds a sibling module and nothing above changes.
+
+use std::fs::File;
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use crate::memory::MemoryReader;
+
+#[cfg(target_os = "linux")]
+mod linux;
+
+/// One mapping of the target's address space (a line of `/proc/PID/maps`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapRange {
+    /// First address of the mapping.
+    pub start: u64,
+    /// One past the last address.
+    pub end: u64,
+    /// Offset into the mapped file.
+    pub offset: u64,
+    /// Readable.
+    pub read: bool,
+    /// Writable.
+    pub write: bool,
+    /// Executable.
+    pub exec: bool,
+    /// Path of the mapped file as the kernel shows it (for a process in a chroot or a
+    /// container this path is only meaningful inside its root), or `None` for anonymous maps.
+    pub path: Option<PathBuf>,
+}
+
+/// What a thread was doing when we looked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThreadActivity {
+    /// On a CPU, runnable, or stopped outside a blocking system call.
+    Active,
+    /// Blocked in a system call that waits (futex, poll, sleep, read, ...).
+    Idle,
+}
+
+/// Keeps every thread of the target stopped while it lives; resumes them all when dropped.
+pub trait PauseGuard {}
+
+/// A process we can inspect. Implemented per OS.
+pub trait Process: MemoryReader {
+    /// The process id.
+    fn pid(&self) -> i32;
+
+    /// The command line, argument by argument.
+    fn command_line(&self) -> Result<Vec<String>>;
+
+    /// Path of the main executable as the process sees it (`/proc/PID/exe`'s target).
+    fn exe_path(&self) -> Result<PathBuf>;
+
+    /// The current memory map.
+    fn maps(&self) -> Result<Vec<MapRange>>;
+
+    /// Opens the file behind a file-backed mapping in a way that works when the path only
+    /// exists inside the target's root (chroot, container): `/proc/PID/map_files/<range>`.
+    fn open_mapped_file(&self, map: &MapRange) -> Result<File>;
+
+    /// OS thread ids of every thread, the main thread first.
+    fn threads(&self) -> Result<Vec<i32>>;
+
+    /// Whether the thread is running or waiting. Call before pausing: a paused thread
+    /// looks stopped whatever it was doing.
+    fn thread_activity(&self, tid: i32) -> Result<ThreadActivity>;
+
+    /// Stops every thread for a consistent snapshot. The guard resumes them on drop, on every
+    /// path out (error, panic); if the profiler dies, the kernel detaches and they resume.
+    fn pause(&self) -> Result<Box<dyn PauseGuard>>;
+}
