@@ -1,9 +1,21 @@
 //! py-spy: a sampling profiler for Python that reads a running CPython's memory from outside.
 //!
-//! Dependencies point one way: `cli` → `dump` (the command) → {`process`, `interpreter`,
-//! `layout`, `walker`, `objects`, `linetable`} → `output`. ARCHITECTURE.md walks one `dump`
-//! through these files.
+//! Dependencies point one way: [`cli`] → [`dump`] (a command) → [`sampler`] →
+//! {[`process`], [`interpreter`], [`layout`], [`walker`], [`objects`], [`linetable`]} →
+//! [`output`]. ARCHITECTURE.md walks one `dump` through these files.
 
+pub mod binary;
+pub mod cli;
+pub mod debug_offsets;
+pub mod dump;
+pub mod errors;
+pub mod interpreter;
+pub mod layout;
 pub mod linetable;
 pub mod memory;
+pub mod objects;
+pub mod output;
 pub mod process;
+pub mod sampler;
+pub mod threads;
+pub mod walker;

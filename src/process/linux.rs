@@ -1,1 +1,541 @@
 //! Linux implementation of [`super::Process`].
+//!
+//! Everything comes from `/proc/PID` and three system calls: `process_vm_readv` for memory,
+//! and `ptrace` (seize, interrupt, detach) plus `waitpid` to pause the target. Nothing here
+//! needs the target's cooperation, and nothing survives us: if the profiler dies while the
+//! target is paused, the kernel detaches and the target resumes.
+
+use std::collections::HashSet;
+use std::ffi::c_void;
+use std::fs::{self, File};
+use std::io::{self, IoSliceMut};
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use nix::errno::Errno;
+use nix::sys::ptrace;
+use nix::sys::uio::{process_vm_readv, RemoteIoVec};
+use nix::unistd::Pid;
+
+use super::{MapRange, PauseGuard, PermissionDenied, Process, ThreadActivity};
+use crate::memory::{MemoryReader, ReadError, ReadErrorKind, ReadResult};
+
+/// A live process on Linux, inspected through `/proc/PID`, `process_vm_readv` and `ptrace`.
+#[derive(Debug, Clone)]
+pub struct LinuxProcess {
+    pid: i32,
+    /// `/proc/PID`, kept so every lookup names the same directory.
+    proc_dir: PathBuf,
+}
+
+impl LinuxProcess {
+    /// Opens the process `pid`. Fails with `no process with pid N` if there is none (or it is
+    /// a zombie that already exited), and refuses a thread id that is not a process id, since
+    /// `/proc/TID` exists for threads too but names only part of a process.
+    pub fn open(pid: i32) -> Result<Self> {
+        if pid <= 0 {
+            bail!("no process with pid {pid}");
+        }
+        let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+        let status = match fs::read_to_string(proc_dir.join("status")) {
+            Ok(s) => s,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => bail!("no process with pid {pid}"),
+            Err(e) => {
+                return Err(e).with_context(|| format!("reading /proc/{pid}/status"));
+            }
+        };
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(str::trim)
+        };
+        if let Some(tgid) = field("Tgid:").and_then(|t| t.parse::<i32>().ok()) {
+            if tgid != pid {
+                bail!("{pid} is a thread of process {tgid}, not a process id; use {tgid}");
+            }
+        }
+        if field("State:").is_some_and(|s| s.starts_with('Z') || s.starts_with('X')) {
+            bail!("no process with pid {pid} (it has exited and is a zombie)");
+        }
+        Ok(LinuxProcess { pid, proc_dir })
+    }
+
+    /// Whether the process still exists and has not exited. A zombie keeps its `/proc`
+    /// entry but has no memory any more, so it counts as gone.
+    fn is_alive(&self) -> bool {
+        match fs::read_to_string(self.proc_dir.join("stat")) {
+            Ok(stat) => !matches!(stat_state(&stat), Some('Z' | 'X') | None),
+            Err(_) => false,
+        }
+    }
+
+    /// Error for the file `name` of `/proc/PID` that could not be read: "process gone" if
+    /// that is the reason, a [`PermissionDenied`] if access was refused, else the OS error.
+    fn proc_error(&self, err: io::Error, name: &str) -> anyhow::Error {
+        let file = self.proc_dir.join(name);
+        if err.kind() == io::ErrorKind::NotFound || !self.is_alive() {
+            anyhow!(
+                "process {} has exited (reading {})",
+                self.pid,
+                file.display()
+            )
+        } else if err.kind() == io::ErrorKind::PermissionDenied {
+            anyhow::Error::new(err).context(PermissionDenied(format!(
+                "permission denied reading {}",
+                file.display()
+            )))
+        } else {
+            anyhow::Error::new(err).context(format!("reading {}", file.display()))
+        }
+    }
+
+    /// Stops one thread: seize, interrupt, wait for the stop. Records it in `guard` as soon
+    /// as it is seized so that any failure afterwards still detaches it.
+    fn stop_thread(&self, tid: i32, guard: &mut Paused) -> Result<()> {
+        let pid = Pid::from_raw(tid);
+        match ptrace::seize(pid, ptrace::Options::empty()) {
+            Ok(()) => {}
+            // The thread exited between listing and attaching: nothing to stop.
+            Err(Errno::ESRCH) => return Ok(()),
+            Err(e @ (Errno::EPERM | Errno::EACCES)) => {
+                return Err(
+                    anyhow::Error::new(io::Error::from(e)).context(PermissionDenied(format!(
+                        "permission denied attaching to thread {tid} of process {} with ptrace \
+                         (ptrace restrictions or missing CAP_SYS_PTRACE, or another debugger \
+                         is already attached)",
+                        self.pid
+                    ))),
+                );
+            }
+            Err(e) => {
+                return Err(io::Error::from(e))
+                    .with_context(|| format!("ptrace seize of thread {tid}"));
+            }
+        }
+        guard.threads.push(Stopped {
+            tid,
+            stopped: false,
+            signal: 0,
+        });
+        let slot = guard.threads.len() - 1;
+        match ptrace::interrupt(pid) {
+            Ok(()) => {}
+            Err(Errno::ESRCH) => {
+                // Gone (or a zombie thread): forget it, detaching would fail anyway.
+                guard.threads.pop();
+                return Ok(());
+            }
+            Err(e) => {
+                return Err(io::Error::from(e))
+                    .with_context(|| format!("ptrace interrupt of thread {tid}"));
+            }
+        }
+        match wait_for_stop(tid) {
+            Ok(Some(signal)) => {
+                guard.threads[slot].stopped = true;
+                guard.threads[slot].signal = signal;
+                Ok(())
+            }
+            Ok(None) => {
+                guard.threads.pop();
+                Ok(())
+            }
+            Err(e) => Err(e).with_context(|| format!("waiting for thread {tid} to stop")),
+        }
+    }
+}
+
+/// The state letter of a `/proc/.../stat` line. The command name in parentheses may itself
+/// contain spaces and parentheses, so the state is found after the *last* `)`.
+fn stat_state(stat: &str) -> Option<char> {
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.trim_start().chars().next()
+}
+
+/// Whether an x86_64 system call number is one a thread sits in while waiting for something
+/// (I/O, a lock, a timer, a child, a signal), so that a thread blocked in it is idle rather
+/// than working. `sched_yield` is deliberately absent: a spinning thread that yields is busy.
+fn is_waiting_syscall_x86_64(nr: i64) -> bool {
+    matches!(
+        nr,
+        0       // read
+        | 7     // poll
+        | 23    // select
+        | 34    // pause
+        | 35    // nanosleep
+        | 42    // connect
+        | 43    // accept
+        | 45    // recvfrom
+        | 47    // recvmsg
+        | 61    // wait4
+        | 65    // semop
+        | 70    // msgrcv
+        | 128   // rt_sigtimedwait
+        | 130   // rt_sigsuspend
+        | 202   // futex
+        | 220   // semtimedop
+        | 230   // clock_nanosleep
+        | 232   // epoll_wait
+        | 247   // waitid
+        | 270   // pselect6
+        | 271   // ppoll
+        | 281   // epoll_pwait
+        | 288   // accept4
+        | 441   // epoll_pwait2
+        | 449 // futex_waitv
+    )
+}
+
+/// Decides activity from a thread's state letter and the contents of its `syscall` file
+/// (`None` when that file could not be read).
+fn activity_from(state: char, syscall: Option<&str>) -> ThreadActivity {
+    if state == 'R' {
+        return ThreadActivity::Active;
+    }
+    match syscall {
+        Some(text) => {
+            // "running", "-1 ..." (not in a system call) or "NR args...".
+            let first = text.split_whitespace().next().unwrap_or("");
+            match first.parse::<i64>() {
+                Ok(nr) if nr >= 0 && waiting_syscall(nr) => ThreadActivity::Idle,
+                _ => ThreadActivity::Active,
+            }
+        }
+        // The syscall file needs ptrace-level access; without it, a sleeping thread
+        // (interruptible or not) is almost always blocked in a waiting call.
+        None if matches!(state, 'S' | 'D' | 'I') => ThreadActivity::Idle,
+        None => ThreadActivity::Active,
+    }
+}
+
+/// The waiting-syscall table for the architecture we run on (only x86_64 so far; elsewhere
+/// nothing counts as waiting and every thread looks active).
+fn waiting_syscall(nr: i64) -> bool {
+    if cfg!(target_arch = "x86_64") {
+        is_waiting_syscall_x86_64(nr)
+    } else {
+        false
+    }
+}
+
+/// Waits for a seized and interrupted thread to report a stop. Returns the signal to give
+/// back when detaching (non-zero only for a signal-delivery stop, which would otherwise
+/// swallow the signal), or `None` if the thread exited instead.
+///
+/// Uses `libc::waitpid` rather than nix's wrapper: nix fails to decode stops for real-time
+/// signals, and the status it consumed would be lost.
+fn wait_for_stop(tid: i32) -> Result<Option<i32>> {
+    loop {
+        let mut status: libc::c_int = 0;
+        // SAFETY: plain system call with a valid pointer to a local.
+        let r = unsafe { libc::waitpid(tid, &mut status, libc::__WALL) };
+        if r < 0 {
+            match Errno::last() {
+                Errno::EINTR => continue,
+                Errno::ECHILD => return Ok(None),
+                e => return Err(io::Error::from(e).into()),
+            }
+        }
+        if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+            return Ok(None);
+        }
+        if libc::WIFSTOPPED(status) {
+            let event = status >> 16;
+            let signal = libc::WSTOPSIG(status);
+            // An event stop (our interrupt, or a group stop) carries no signal to re-inject;
+            // a plain stop is a signal on its way in, which must not be lost.
+            return Ok(Some(if event == 0 { signal } else { 0 }));
+        }
+        // Continued or anything else: not stopped yet, keep waiting.
+    }
+}
+
+/// One thread we seized.
+#[derive(Debug)]
+struct Stopped {
+    tid: i32,
+    /// Whether we saw it stop (detach only works on a stopped tracee).
+    stopped: bool,
+    /// Signal to deliver on detach (0 for none).
+    signal: i32,
+}
+
+/// Keeps the seized threads stopped; detaches them all on drop.
+#[derive(Debug)]
+struct Paused {
+    threads: Vec<Stopped>,
+}
+
+impl PauseGuard for Paused {}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        for t in self.threads.drain(..) {
+            if !t.stopped {
+                // Seized but never seen stopped (we failed in between): stop it now, since
+                // a running tracee cannot be detached and would later stop at its next
+                // signal waiting for us.
+                let _ = ptrace::interrupt(Pid::from_raw(t.tid));
+                if !matches!(wait_for_stop(t.tid), Ok(Some(_))) {
+                    continue;
+                }
+            }
+            // SAFETY: PTRACE_DETACH takes no pointers; the signal travels in `data`.
+            // Errors (thread gone) are ignored: there is nothing left to resume.
+            unsafe {
+                libc::ptrace(
+                    libc::PTRACE_DETACH,
+                    t.tid,
+                    std::ptr::null_mut::<c_void>(),
+                    t.signal as usize as *mut c_void,
+                );
+            }
+        }
+    }
+}
+
+impl MemoryReader for LinuxProcess {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> ReadResult<()> {
+        let len = buf.len();
+        if len == 0 {
+            return Ok(());
+        }
+        let fail = |kind| ReadError { addr, len, kind };
+        let remote = [RemoteIoVec {
+            base: addr as usize,
+            len,
+        }];
+        let mut local = [IoSliceMut::new(buf)];
+        match process_vm_readv(Pid::from_raw(self.pid), &mut local, &remote) {
+            Ok(n) if n == len => Ok(()),
+            // A short read means the range ran into an unmapped page.
+            Ok(_) => Err(fail(ReadErrorKind::BadAddress)),
+            Err(Errno::ESRCH) => Err(fail(ReadErrorKind::ProcessGone)),
+            Err(Errno::EPERM | Errno::EACCES) => Err(fail(ReadErrorKind::PermissionDenied)),
+            // A process that died mid-read can surface as a fault; tell the two apart.
+            Err(Errno::EFAULT | Errno::EIO) if !self.is_alive() => {
+                Err(fail(ReadErrorKind::ProcessGone))
+            }
+            Err(Errno::EFAULT | Errno::EIO) => Err(fail(ReadErrorKind::BadAddress)),
+            Err(e) => Err(fail(ReadErrorKind::Os(e as i32))),
+        }
+    }
+}
+
+impl Process for LinuxProcess {
+    fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    fn command_line(&self) -> Result<Vec<String>> {
+        let raw =
+            fs::read(self.proc_dir.join("cmdline")).map_err(|e| self.proc_error(e, "cmdline"))?;
+        // Arguments are NUL-terminated; the last terminator leaves one empty piece behind.
+        let mut args: Vec<String> = raw
+            .split(|&b| b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args.last().is_some_and(String::is_empty) {
+            args.pop();
+        }
+        Ok(args)
+    }
+
+    fn exe_path(&self) -> Result<PathBuf> {
+        fs::read_link(self.proc_dir.join("exe")).map_err(|e| self.proc_error(e, "exe"))
+    }
+
+    fn maps(&self) -> Result<Vec<MapRange>> {
+        let maps = proc_maps::get_process_maps(self.pid).map_err(|e| self.proc_error(e, "maps"))?;
+        Ok(maps
+            .iter()
+            .map(|m| MapRange {
+                start: m.start() as u64,
+                end: (m.start() + m.size()) as u64,
+                offset: m.offset as u64,
+                read: m.is_read(),
+                write: m.is_write(),
+                exec: m.is_exec(),
+                path: m.filename().map(Path::to_path_buf),
+            })
+            .collect())
+    }
+
+    fn open_mapped_file(&self, map: &MapRange) -> Result<File> {
+        // Most reliable first: map_files names the mapping itself, so it finds the very file
+        // mapped even inside a container or after the file was replaced on disk (it needs
+        // CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE, though).
+        let by_range = self
+            .proc_dir
+            .join("map_files")
+            .join(format!("{:x}-{:x}", map.start, map.end));
+        if let Ok(f) = File::open(&by_range) {
+            return Ok(f);
+        }
+        let path = map
+            .path
+            .as_ref()
+            .with_context(|| format!("mapping at {:#x} is not backed by a file", map.start))?;
+        // Then the path as seen from the target's root (a chroot or a container), then the
+        // path as seen from ours. The kernel may already show host paths for a chrooted
+        // process, so the rooted guess can be wrong: prefer whichever candidate has the
+        // inode the maps name, and only then fall back to the first that opens.
+        let mut candidates = Vec::new();
+        if path.is_absolute() {
+            let rel = path.strip_prefix("/").unwrap_or(path);
+            candidates.push(self.proc_dir.join("root").join(rel));
+        }
+        candidates.push(path.clone());
+        let inode = self.map_inode(map.start);
+        let mut first_open = None;
+        let mut errors = Vec::new();
+        for c in &candidates {
+            match File::open(c) {
+                Ok(f) => {
+                    use std::os::unix::fs::MetadataExt;
+                    let same = match (inode, f.metadata()) {
+                        (Some(ino), Ok(meta)) => meta.ino() == ino,
+                        _ => false,
+                    };
+                    if same {
+                        return Ok(f);
+                    }
+                    first_open.get_or_insert(f);
+                }
+                Err(e) => errors.push(format!("{}: {e}", c.display())),
+            }
+        }
+        first_open.ok_or_else(|| {
+            anyhow!(
+                "cannot open {} mapped in process {} (tried {}, {})",
+                path.display(),
+                self.pid,
+                by_range.display(),
+                errors.join(", ")
+            )
+        })
+    }
+
+    fn threads(&self) -> Result<Vec<i32>> {
+        let dir =
+            fs::read_dir(self.proc_dir.join("task")).map_err(|e| self.proc_error(e, "task"))?;
+        let mut tids: Vec<i32> = dir
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        // Main thread first, the rest in id order (roughly creation order).
+        tids.sort_by_key(|&t| (t != self.pid, t));
+        Ok(tids)
+    }
+
+    fn thread_activity(&self, tid: i32) -> Result<ThreadActivity> {
+        let task = self.proc_dir.join("task").join(tid.to_string());
+        let stat = fs::read_to_string(task.join("stat"))
+            .map_err(|e| anyhow!("thread {tid} of process {} is gone: {e}", self.pid))?;
+        let state = stat_state(&stat)
+            .with_context(|| format!("unexpected /proc/{}/task/{tid}/stat format", self.pid))?;
+        let syscall = fs::read_to_string(task.join("syscall")).ok();
+        Ok(activity_from(state, syscall.as_deref()))
+    }
+
+    fn pause(&self) -> Result<Box<dyn PauseGuard>> {
+        // The guard exists before the first attach, so an early return detaches whatever
+        // was attached so far.
+        let mut guard = Paused {
+            threads: Vec::new(),
+        };
+        let mut seen = HashSet::new();
+        // Threads not yet stopped can start new ones while we attach, so list again until a
+        // listing brings nothing new (bounded, in case something spawns threads endlessly).
+        for _ in 0..8 {
+            let tids = self.threads()?;
+            let new: Vec<i32> = tids.into_iter().filter(|t| seen.insert(*t)).collect();
+            if new.is_empty() {
+                break;
+            }
+            for tid in new {
+                self.stop_thread(tid, &mut guard)?;
+            }
+        }
+        if guard.threads.is_empty() {
+            bail!("process {} has exited (no thread left to pause)", self.pid);
+        }
+        Ok(Box::new(guard))
+    }
+}
+
+impl LinuxProcess {
+    /// Inode of the file mapped at `start`, from a fresh read of the maps.
+    fn map_inode(&self, start: u64) -> Option<u64> {
+        let maps = proc_maps::get_process_maps(self.pid).ok()?;
+        maps.iter()
+            .find(|m| m.start() as u64 == start)
+            .map(|m| m.inode as u64)
+            .filter(|&i| i != 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_is_found_after_the_last_parenthesis() {
+        assert_eq!(stat_state("12 (python) S 1 2 3"), Some('S'));
+        assert_eq!(stat_state("12 (a) R (b)) t 1 2"), Some('t'));
+        assert_eq!(stat_state("garbage"), None);
+    }
+
+    #[test]
+    fn activity_decisions() {
+        use ThreadActivity::*;
+        assert_eq!(activity_from('R', Some("202 0x1")), Active);
+        assert_eq!(activity_from('S', Some("202 0x1 0x2")), Idle);
+        assert_eq!(activity_from('S', Some("230 0x1")), Idle);
+        assert_eq!(
+            activity_from('S', Some("24 0x1")),
+            Active,
+            "sched_yield is busy"
+        );
+        assert_eq!(activity_from('S', Some("running")), Active);
+        assert_eq!(activity_from('S', Some("-1 0x7ff 0x7ff")), Active);
+        assert_eq!(activity_from('S', None), Idle);
+        assert_eq!(activity_from('T', None), Active);
+        assert!(is_waiting_syscall_x86_64(449));
+        assert!(!is_waiting_syscall_x86_64(24));
+    }
+
+    #[test]
+    fn open_rejects_missing_and_bad_pids() {
+        for pid in [0, -5, i32::MAX] {
+            let err = LinuxProcess::open(pid).unwrap_err();
+            assert_eq!(err.to_string(), format!("no process with pid {pid}"));
+        }
+    }
+
+    #[test]
+    fn reads_own_memory_and_reports_bad_addresses() {
+        let me = LinuxProcess::open(std::process::id() as i32).unwrap();
+        let value: u64 = 0x0123_4567_89ab_cdef;
+        let mut buf = [0u8; 8];
+        me.read(&value as *const u64 as u64, &mut buf).unwrap();
+        assert_eq!(u64::from_le_bytes(buf), value);
+        let err = me.read(8, &mut buf).unwrap_err();
+        assert_eq!(err.kind, ReadErrorKind::BadAddress);
+        assert_eq!((err.addr, err.len), (8, 8));
+    }
+
+    #[test]
+    fn map_files_name_format() {
+        let me = LinuxProcess::open(std::process::id() as i32).unwrap();
+        let maps = me.maps().unwrap();
+        let exe = me.exe_path().unwrap();
+        let map = maps
+            .iter()
+            .find(|m| m.path.as_deref() == Some(exe.as_path()))
+            .unwrap();
+        let name = format!("{:x}-{:x}", map.start, map.end);
+        assert!(me.proc_dir.join("map_files").join(name).exists());
+        assert!(me.open_mapped_file(map).is_ok());
+    }
+}

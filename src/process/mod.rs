@@ -13,6 +13,41 @@ use crate::memory::MemoryReader;
 
 #[cfg(target_os = "linux")]
 mod linux;
+#[cfg(target_os = "linux")]
+pub use linux::LinuxProcess;
+
+/// Marks an error as the OS refusing us access to the target (ptrace not permitted,
+/// `/proc/PID` files unreadable). Platform code attaches it to the error chain so that the
+/// caller can print a hint (run as root, `CAP_SYS_PTRACE`, ptrace_scope) without parsing
+/// messages; test for it with [`is_permission_error`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PermissionDenied(pub String);
+
+impl std::fmt::Display for PermissionDenied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for PermissionDenied {}
+
+/// Whether `err` was caused by missing permissions: anywhere in its chain there is a
+/// [`PermissionDenied`], a [`crate::memory::ReadError`] of kind `PermissionDenied`, or an
+/// `io::Error` of kind `PermissionDenied` (EPERM/EACCES). Extra context added on top by
+/// callers does not hide it.
+pub fn is_permission_error(err: &anyhow::Error) -> bool {
+    // A context value is not its own link in `chain()`, but `downcast_ref` sees it.
+    err.downcast_ref::<PermissionDenied>().is_some()
+        || err.chain().any(|cause| {
+            cause.is::<PermissionDenied>()
+                || cause
+                    .downcast_ref::<crate::memory::ReadError>()
+                    .is_some_and(|e| e.kind == crate::memory::ReadErrorKind::PermissionDenied)
+                || cause
+                    .downcast_ref::<std::io::Error>()
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied)
+        })
+}
 
 /// One mapping of the target's address space (a line of `/proc/PID/maps`).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,62 @@
+//! `py-spy dump`: one snapshot of every thread, printed as text or JSON.
+
+use std::io::Write;
+
+use anyhow::{Context, Result};
+
+use crate::output::{self, ProcessInfo, RenderOptions};
+use crate::process::{LinuxProcess, Process};
+use crate::sampler::{Sampler, SnapshotOptions};
+
+/// Options of `py-spy dump`.
+#[derive(Debug, Clone, Copy)]
+pub struct DumpOptions {
+    /// Target process.
+    pub pid: i32,
+    /// Show arguments and locals.
+    pub locals: bool,
+    /// JSON instead of text.
+    pub json: bool,
+    /// Full paths instead of short filenames.
+    pub full_filenames: bool,
+    /// Do not pause the target.
+    pub nonblocking: bool,
+}
+
+/// Runs `dump`, writing to `out`.
+pub fn run(options: DumpOptions, out: &mut dyn Write) -> Result<()> {
+    let process = LinuxProcess::open(options.pid)?;
+    let sampler = Sampler::new(process)?;
+    let snapshot = sampler.snapshot(SnapshotOptions {
+        locals: options.locals,
+        nonblocking: options.nonblocking,
+    })?;
+    let interpreter = sampler.interpreter();
+    let info = ProcessInfo {
+        pid: options.pid,
+        command_line: sampler
+            .process()
+            .command_line()
+            .map(|args| args.join(" "))
+            .unwrap_or_default(),
+        version: interpreter.layout.version.to_string(),
+        executable: interpreter.executable.display().to_string(),
+        free_threaded: interpreter.layout.version.free_threaded,
+    };
+    if options.json {
+        let doc = output::to_json(&info, &snapshot);
+        serde_json::to_writer_pretty(&mut *out, &doc).context("writing JSON")?;
+        writeln!(out)?;
+    } else {
+        output::write_text(
+            out,
+            &info,
+            &snapshot,
+            RenderOptions {
+                full_filenames: options.full_filenames,
+            },
+        )?;
+    }
+    out.flush()?;
+    Ok(())
+}

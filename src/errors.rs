@@ -1,0 +1,51 @@
+//! Turning errors into the one line a user sees, with the hint that fixes them.
+
+use crate::interpreter::{NotPython, Unsupported};
+use crate::memory::{ReadError, ReadErrorKind};
+use crate::process::is_permission_error;
+
+/// Whether the error is a closed stdout (`py-spy dump | head -1`): a quiet success.
+pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// The process went away while we read it.
+fn is_process_gone(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<ReadError>()
+            .is_some_and(|e| e.kind == ReadErrorKind::ProcessGone)
+            || cause.to_string().contains("has exited")
+    })
+}
+
+/// The whole chain on one line, most general first, plus a hint where we know the fix.
+pub fn one_line(err: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in err.chain() {
+        let text = cause.to_string().replace('\n', " ");
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    let mut line = parts.join(": ");
+    if is_permission_error(err) {
+        line.push_str(
+            " (hint: run as root, or in Docker add --cap-add SYS_PTRACE; \
+             a non-root user also needs /proc/sys/kernel/yama/ptrace_scope set to 0)",
+        );
+    } else if is_process_gone(err) {
+        line.push_str(" (the process exited while it was being read)");
+    } else if err.downcast_ref::<NotPython>().is_some() {
+        line.push_str(" (hint: pass the pid of the python process itself, not of a shell or wrapper)");
+    } else if err.downcast_ref::<Unsupported>().is_some() {
+        // The message already lists what is supported.
+    } else if line.starts_with("no process with pid") {
+        line.push_str(" (hint: check the pid with `ps`)");
+    }
+    line
+}

@@ -1,0 +1,169 @@
+//! Taking a snapshot of every Python thread of a process: its stack, OS id, name, whether
+//! it runs and whether it holds the GIL. `dump` takes one; `record` and `top` take many.
+
+use std::collections::HashMap;
+
+use anyhow::{Context, Result};
+
+use crate::interpreter::{self, Interpreter};
+use crate::process::{Process, ThreadActivity};
+use crate::threads;
+use crate::walker::{Frame, Walker};
+
+/// Attempts at reading one thread's stack before reporting it as unreadable: without
+/// pausing, a running thread can change its stack under us.
+const STACK_ATTEMPTS: usize = 3;
+
+/// What to collect.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SnapshotOptions {
+    /// Read arguments and local variables.
+    pub locals: bool,
+    /// Read without stopping the target (less consistent, no pause).
+    pub nonblocking: bool,
+}
+
+/// One thread at the moment of the snapshot.
+#[derive(Debug, Clone)]
+pub struct ThreadSnapshot {
+    /// The OS thread id, when known.
+    pub os_thread_id: Option<i64>,
+    /// `threading.get_ident()`.
+    pub python_thread_id: u64,
+    /// The name `threading` gave the thread.
+    pub name: Option<String>,
+    /// Running (not blocked in a waiting system call).
+    pub active: bool,
+    /// Holds the GIL.
+    pub owns_gil: bool,
+    /// Frames, innermost first.
+    pub frames: Vec<Frame>,
+    /// The stack was deeper than we follow.
+    pub truncated: bool,
+    /// Why the stack could not be read, if it could not.
+    pub error: Option<String>,
+}
+
+/// Every thread of one interpreter.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Threads, oldest first (the main thread usually leads).
+    pub threads: Vec<ThreadSnapshot>,
+}
+
+/// A process with its interpreter located.
+pub struct Sampler<P: Process> {
+    process: P,
+    interpreter: Interpreter,
+}
+
+impl<P: Process> Sampler<P> {
+    /// Finds the interpreter in `process`.
+    pub fn new(process: P) -> Result<Self> {
+        let interpreter = interpreter::find(&process)?;
+        Ok(Sampler {
+            process,
+            interpreter,
+        })
+    }
+
+    /// The process being sampled.
+    pub fn process(&self) -> &P {
+        &self.process
+    }
+
+    /// The interpreter found in it.
+    pub fn interpreter(&self) -> &Interpreter {
+        &self.interpreter
+    }
+
+    /// Reads every thread once. Unless `nonblocking`, the target is stopped for the read and
+    /// resumed before this returns, whatever happens.
+    pub fn snapshot(&self, options: SnapshotOptions) -> Result<Snapshot> {
+        let os_tids = self.process.threads().context("listing threads")?;
+        // Activity must be read before pausing: a stopped thread looks stopped.
+        let activity: HashMap<i32, ThreadActivity> = os_tids
+            .iter()
+            .filter_map(|t| self.process.thread_activity(*t).ok().map(|a| (*t, a)))
+            .collect();
+        let _pause = if options.nonblocking {
+            None
+        } else {
+            Some(self.process.pause().context("pausing the process")?)
+        };
+        self.read_threads(options, &os_tids, &activity)
+    }
+
+    fn read_threads(
+        &self,
+        options: SnapshotOptions,
+        os_tids: &[i32],
+        activity: &HashMap<i32, ThreadActivity>,
+    ) -> Result<Snapshot> {
+        let interp = &self.interpreter;
+        let mut walker = Walker::new(&self.process, &interp.layout);
+        let mut tstates = walker
+            .thread_states(interp.interp)
+            .context("reading the thread list")?;
+        // The list is newest first; people expect the main thread first.
+        tstates.reverse();
+        let gil = threads::gil_holder(&self.process, interp);
+        let mut stacks = Vec::with_capacity(tstates.len());
+        for tstate in &tstates {
+            let mut result = walker.stack(*tstate, options.locals);
+            for _ in 1..STACK_ATTEMPTS {
+                if result.is_ok() {
+                    break;
+                }
+                result = walker.stack(*tstate, options.locals);
+            }
+            stacks.push((*tstate, result));
+        }
+        let names = threads::thread_names(walker.objects(), interp);
+        let needs_mapping = interp.layout.thread.native_thread_id.is_none();
+        let pthreads: Vec<u64> = stacks
+            .iter()
+            .filter_map(|(_, s)| s.as_ref().ok().map(|s| s.python_thread_id))
+            .collect();
+        let os_ids = if needs_mapping {
+            threads::os_thread_ids(&self.process, &pthreads, os_tids)
+        } else {
+            HashMap::new()
+        };
+        let threads = stacks
+            .into_iter()
+            .map(|(tstate, result)| match result {
+                Ok(stack) => {
+                    let os_thread_id = stack
+                        .native_thread_id
+                        .map(|id| id as i64)
+                        .or_else(|| os_ids.get(&stack.python_thread_id).map(|t| i64::from(*t)));
+                    let active = os_thread_id
+                        .and_then(|t| activity.get(&(t as i32)))
+                        .map_or(true, |a| *a == ThreadActivity::Active);
+                    ThreadSnapshot {
+                        os_thread_id,
+                        python_thread_id: stack.python_thread_id,
+                        name: names.get(&stack.python_thread_id).cloned(),
+                        active,
+                        owns_gil: gil == Some(tstate),
+                        frames: stack.frames,
+                        truncated: stack.truncated,
+                        error: None,
+                    }
+                }
+                Err(err) => ThreadSnapshot {
+                    os_thread_id: None,
+                    python_thread_id: 0,
+                    name: None,
+                    active: false,
+                    owns_gil: gil == Some(tstate),
+                    frames: Vec::new(),
+                    truncated: false,
+                    error: Some(format!("{err:#}")),
+                },
+            })
+            .collect();
+        Ok(Snapshot { threads })
+    }
+}

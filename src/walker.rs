@@ -1,0 +1,350 @@
+//! Walking the interpreter's threads and each thread's Python frames.
+//!
+//! Written once against [`Layout`]: the frame model decides how the first frame is found
+//! and how positions are read, nothing else differs. Code objects are decoded once and
+//! cached by address, with their line tables.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use anyhow::{bail, Context, Result};
+
+use crate::layout::{FrameModel, Layout};
+use crate::linetable::{line_for_offset, LineTableFormat};
+use crate::memory::{Fields, MemoryReader, MemoryReaderExt};
+use crate::objects::ObjectReader;
+
+/// Most threads we follow in one interpreter's list: a cycle in garbage stops here.
+pub const MAX_THREADS: usize = 4096;
+/// Most frames we follow in one stack; deeper stacks are marked truncated.
+pub const MAX_FRAMES: usize = 4096;
+/// Longest line table we read.
+const MAX_LINETABLE: usize = 1 << 20;
+/// Most local variables we read for one frame.
+const MAX_LOCALS: usize = 1024;
+
+/// What we keep of a code object.
+#[derive(Debug, Clone)]
+pub struct CodeInfo {
+    /// `co_qualname` on 3.11+, else `co_name`.
+    pub name: Rc<str>,
+    /// `co_filename`.
+    pub filename: Rc<str>,
+    /// `co_firstlineno`.
+    pub first_line: i32,
+    /// The raw line table.
+    pub linetable: Rc<[u8]>,
+    /// Names of the fast locals (`co_varnames` / `co_localsplusnames`).
+    pub varnames: Rc<[Rc<str>]>,
+    /// `co_localspluskinds` (3.11+), one byte per name.
+    pub kinds: Rc<[u8]>,
+    /// How many leading locals are arguments (positional, keyword-only, *args, **kwargs).
+    pub arg_count: usize,
+}
+
+/// One local variable of a frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Local {
+    /// Variable name.
+    pub name: String,
+    /// Python-style repr of its value.
+    pub repr: String,
+    /// Whether it is one of the function's arguments.
+    pub is_arg: bool,
+}
+
+/// One Python frame.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    /// Function name (qualified on 3.11+).
+    pub name: Rc<str>,
+    /// Full filename as the code object has it.
+    pub filename: Rc<str>,
+    /// The line being executed, as `traceback` reports it.
+    pub line: Option<i32>,
+    /// Arguments and locals, when asked for.
+    pub locals: Option<Vec<Local>>,
+}
+
+/// A thread state and its stack.
+#[derive(Debug, Clone)]
+pub struct ThreadStack {
+    /// Address of the `PyThreadState`.
+    pub tstate: u64,
+    /// `threading.get_ident()` of the thread (`pthread_self()`).
+    pub python_thread_id: u64,
+    /// The OS thread id, when the thread state records it (3.11+).
+    pub native_thread_id: Option<u64>,
+    /// Frames, innermost first.
+    pub frames: Vec<Frame>,
+    /// More frames existed than [`MAX_FRAMES`].
+    pub truncated: bool,
+}
+
+/// Walks threads and stacks of one interpreter.
+pub struct Walker<'a, M: MemoryReader + ?Sized> {
+    objects: ObjectReader<'a, M>,
+    codes: HashMap<u64, Rc<CodeInfo>>,
+    code_type: Option<u64>,
+}
+
+impl<'a, M: MemoryReader + ?Sized> Walker<'a, M> {
+    /// A walker over `mem` with `layout`.
+    pub fn new(mem: &'a M, layout: &'a Layout) -> Self {
+        Walker {
+            objects: ObjectReader::new(mem, layout),
+            codes: HashMap::new(),
+            code_type: None,
+        }
+    }
+
+    /// The object reader this walker uses.
+    pub fn objects(&self) -> &ObjectReader<'a, M> {
+        &self.objects
+    }
+
+    fn mem(&self) -> &'a M {
+        self.objects.memory()
+    }
+
+    fn layout(&self) -> &'a Layout {
+        self.objects.layout()
+    }
+
+    /// Thread-state addresses of `interp`, in list order (newest first), bounded.
+    pub fn thread_states(&self, interp: u64) -> Result<Vec<u64>> {
+        let l = self.layout();
+        let mut out = Vec::new();
+        let mut tstate = self
+            .mem()
+            .read_u64(interp + l.interp.tstate_head as u64)
+            .context("reading the interpreter's thread list")?;
+        while tstate != 0 {
+            if out.len() >= MAX_THREADS || out.contains(&tstate) {
+                bail!("thread list of interpreter {interp:#x} does not end");
+            }
+            out.push(tstate);
+            tstate = self.mem().read_u64(tstate + l.thread.next as u64)?;
+        }
+        Ok(out)
+    }
+
+    /// The stack of the thread whose state is at `tstate`.
+    pub fn stack(&mut self, tstate: u64, with_locals: bool) -> Result<ThreadStack> {
+        let l = self.layout();
+        let block = self
+            .mem()
+            .read_vec(tstate, l.thread.size, 1 << 16)
+            .with_context(|| format!("reading thread state {tstate:#x}"))?;
+        let python_thread_id = block.u64_at(l.thread.thread_id);
+        let native_thread_id = l.thread.native_thread_id.map(|o| block.u64_at(o));
+        let mut frame = block.u64_at(l.thread.frame);
+        if let Some(current) = l.thread.cframe_current_frame {
+            frame = if frame == 0 {
+                0
+            } else {
+                self.mem().read_u64(frame + current as u64)?
+            };
+        }
+        let mut frames = Vec::new();
+        let mut seen = 0usize;
+        while frame != 0 {
+            if seen >= MAX_FRAMES {
+                return Ok(ThreadStack {
+                    tstate,
+                    python_thread_id,
+                    native_thread_id,
+                    frames,
+                    truncated: true,
+                });
+            }
+            seen += 1;
+            let (next, f) = self
+                .frame(frame, with_locals)
+                .with_context(|| format!("reading frame {frame:#x}"))?;
+            if let Some(f) = f {
+                frames.push(f);
+            }
+            frame = next;
+        }
+        Ok(ThreadStack {
+            tstate,
+            python_thread_id,
+            native_thread_id,
+            frames,
+            truncated: false,
+        })
+    }
+
+    /// Reads one frame: the next frame's address, and the frame unless it is a shim.
+    fn frame(&mut self, addr: u64, with_locals: bool) -> Result<(u64, Option<Frame>)> {
+        let l = self.layout();
+        let block = self.mem().read_vec(addr, l.frame.size, 1 << 16)?;
+        let back = block.u64_at(l.frame.back);
+        if let (Some(owner), Some(shim)) = (l.frame.owner, l.frame.owner_first_shim) {
+            if block.u8_at(owner) >= shim {
+                return Ok((back, None));
+            }
+        }
+        let mut code_addr = block.u64_at(l.frame.code);
+        if l.tagged_stackrefs {
+            code_addr &= !TAG_BITS;
+        }
+        if code_addr == 0 {
+            return Ok((back, None));
+        }
+        if l.frame_model == FrameModel::CurrentFrame && !self.is_code(code_addr)? {
+            // 3.13+ frames may run something other than a code object (e.g. None for the
+            // interpreter's own entry frames); they are not Python frames.
+            return Ok((back, None));
+        }
+        let code = self.code(code_addr)?;
+        let offset = match l.frame_model {
+            FrameModel::FrameObject => {
+                let lasti = block.i32_at(l.frame.lasti);
+                if l.line_format == LineTableFormat::LineTable310 {
+                    // 3.10 counts code units; the table counts bytes.
+                    lasti.saturating_mul(2)
+                } else {
+                    lasti
+                }
+            }
+            FrameModel::CFrame | FrameModel::CurrentFrame => {
+                let instr = block.u64_at(l.frame.lasti);
+                let start = code_addr + l.code.code_adaptive.unwrap_or(0) as u64;
+                let units = (instr.wrapping_sub(start) as i64) / 2;
+                // prev_instr may sit one unit before the first instruction (not started).
+                if !(-1..(1 << 24)).contains(&units) {
+                    bail!("instruction pointer {instr:#x} is outside code {code_addr:#x}");
+                }
+                (units as i32) * 2
+            }
+        };
+        let line = line_for_offset(l.line_format, &code.linetable, code.first_line, offset);
+        let locals = if with_locals {
+            Some(self.locals(addr, &code)?)
+        } else {
+            None
+        };
+        Ok((
+            back,
+            Some(Frame {
+                name: code.name.clone(),
+                filename: code.filename.clone(),
+                line,
+                locals,
+            }),
+        ))
+    }
+
+    /// Whether `addr` is a code object (the code type is learnt from its name once).
+    fn is_code(&mut self, addr: u64) -> Result<bool> {
+        let tp = self.objects.type_of(addr)?;
+        if let Some(code_type) = self.code_type {
+            return Ok(tp == code_type);
+        }
+        if self.objects.type_name(tp)? == "code" {
+            self.code_type = Some(tp);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// The decoded code object at `addr`, from the cache when seen before.
+    pub fn code(&mut self, addr: u64) -> Result<Rc<CodeInfo>> {
+        if let Some(code) = self.codes.get(&addr) {
+            return Ok(code.clone());
+        }
+        let l = self.layout();
+        let o = &self.objects;
+        let block = self.mem().read_vec(addr, l.code.size, 1 << 16)?;
+        let name_ptr = match l.code.qualname {
+            Some(q) => block.u64_at(q),
+            None => block.u64_at(l.code.name),
+        };
+        let name: Rc<str> = o.read_string(name_ptr).context("function name")?.into();
+        let filename: Rc<str> = o
+            .read_string(block.u64_at(l.code.filename))
+            .context("filename")?
+            .into();
+        let table_obj = block.u64_at(l.code.linetable);
+        let linetable: Rc<[u8]> = o
+            .read_bytes_prefix(table_obj, MAX_LINETABLE)
+            .context("line table")?
+            .0
+            .into();
+        let names = o.tuple_items(block.u64_at(l.code.varnames), MAX_LOCALS)?;
+        let varnames: Rc<[Rc<str>]> = names
+            .iter()
+            .map(|n| o.read_string(*n).map(Rc::from))
+            .collect::<Result<Vec<_>>>()
+            .context("variable names")?
+            .into();
+        let kinds: Rc<[u8]> = match l.code.localspluskinds {
+            Some(k) => o.read_bytes_prefix(block.u64_at(k), MAX_LOCALS)?.0.into(),
+            None => Rc::from(Vec::new()),
+        };
+        let flags = block.u32_at(l.code.flags);
+        let mut arg_count = block.i32_at(l.code.argcount).max(0) as usize;
+        if let Some(kw) = l.code.kwonlyargcount {
+            arg_count += block.i32_at(kw).max(0) as usize;
+        }
+        arg_count += usize::from(flags & l.code.varargs_flag != 0);
+        arg_count += usize::from(flags & l.code.varkeywords_flag != 0);
+        let info = Rc::new(CodeInfo {
+            name,
+            filename,
+            first_line: block.i32_at(l.code.firstlineno),
+            linetable,
+            varnames,
+            kinds,
+            arg_count,
+        });
+        self.codes.insert(addr, info.clone());
+        Ok(info)
+    }
+
+    /// Arguments and locals of the frame at `frame` running `code`.
+    fn locals(&self, frame: u64, code: &CodeInfo) -> Result<Vec<Local>> {
+        let l = self.layout();
+        let n = code.varnames.len().min(MAX_LOCALS);
+        let raw = self
+            .mem()
+            .read_vec(frame + l.frame.localsplus as u64, n * 8, MAX_LOCALS * 8)?;
+        let mut out = Vec::new();
+        for (i, name) in code.varnames.iter().enumerate().take(n) {
+            let mut value = raw.u64_at(i * 8);
+            if l.tagged_stackrefs {
+                value &= !TAG_BITS;
+            }
+            if let (Some(fast), Some(kind)) = (l.code.fast_kinds, code.kinds.get(i)) {
+                if kind & fast.hidden != 0 {
+                    continue;
+                }
+                if kind & (fast.cell | fast.free) != 0 && value != 0 {
+                    // Cell and free variables hold a cell; show what it refers to.
+                    if self.objects.type_name_of(value).ok().as_deref() == Some("cell") {
+                        value = self
+                            .mem()
+                            .read_u64(value + l.objects.cell_ref as u64)
+                            .unwrap_or(0);
+                    }
+                }
+            }
+            if value == 0 {
+                // Unbound (not yet assigned, or deleted): `f_locals` leaves it out too.
+                continue;
+            }
+            out.push(Local {
+                name: name.to_string(),
+                repr: self.objects.repr(value),
+                is_arg: i < code.arg_count,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Low bits of a `_PyStackRef` (3.14+) that tag, rather than address, the object; objects
+/// are at least 8-byte aligned so masking three bits is always safe.
+const TAG_BITS: u64 = 0b111;
