@@ -490,8 +490,9 @@ impl<'a, M: MemoryReader + ?Sized> ObjectReader<'a, M> {
             }
             InstanceDictModel::Managed312 { dict_or_values } => {
                 let p = self.mem.read_u64(obj.wrapping_add(dict_or_values as u64))?;
+                // Values are stored as `values - 1`, which sets the low bit.
                 if p & 1 == 1 {
-                    cached_values(p - 1, values_array)
+                    cached_values(p.wrapping_add(1), values_array)
                 } else {
                     read_dict(p)
                 }

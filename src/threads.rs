@@ -84,10 +84,13 @@ fn names_or_error<M: MemoryReader + ?Sized>(
         let Ok(ident) = objects.read_int_u64(ident) else {
             continue;
         };
-        let name = match objects.instance_attr(thread, "_name") {
-            Ok(Some(name)) => objects.read_string(name).ok(),
-            _ => None,
-        };
+        // Python 2's Thread keeps the name in a private, hence mangled, attribute.
+        let name = ["_name", "_Thread__name"].iter().find_map(|attr| {
+            match objects.instance_attr(thread, attr) {
+                Ok(Some(name)) => objects.read_string(name).ok(),
+                _ => None,
+            }
+        });
         if let Some(name) = name {
             out.insert(ident, name);
         }

@@ -44,14 +44,20 @@ struct Target {
     out: BufReader<ChildStdout>,
     /// Held open so that a script blocked reading stdin stays blocked.
     _stdin: ChildStdin,
+    /// A line already read (while checking the target started), returned by `line` first.
+    first_line: Option<String>,
 }
 
 impl Target {
     fn spawn(exe: &Path, script: &str, args: &[&str]) -> Target {
-        let mut child = Command::new(exe)
-            .arg("-c")
-            .arg(script)
-            .args(args)
+        let mut cmd = Command::new(exe);
+        cmd.arg("-c").arg(script).args(args);
+        Target::run(cmd)
+    }
+
+    /// Starts `cmd`, which must end up (by `exec`, keeping the pid) running Python.
+    fn run(mut cmd: Command) -> Target {
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -62,6 +68,7 @@ impl Target {
             child,
             out,
             _stdin: stdin,
+            first_line: None,
         }
     }
 
@@ -71,8 +78,10 @@ impl Target {
 
     /// The next line the script prints, split on whitespace.
     fn line(&mut self) -> Vec<String> {
-        let mut s = String::new();
-        self.out.read_line(&mut s).expect("reading from python");
+        let mut s = self.first_line.take().unwrap_or_default();
+        if s.is_empty() {
+            self.out.read_line(&mut s).expect("reading from python");
+        }
         assert!(!s.is_empty(), "python exited before printing");
         s.split_whitespace().map(str::to_string).collect()
     }
@@ -622,4 +631,101 @@ fn interp_head_is_found_in_symtab() {
         let bss = bin.section(".bss").unwrap();
         assert!(bss.addr <= at && at < bss.addr + bss.size, "{version}");
     }
+}
+
+/// Builds a chroot out of bind mounts in a private mount namespace and runs Python 3.12 in
+/// it. From outside, the maps then show `<jail>/root/.pyenv/...`: a path that exists neither
+/// on the host (the mounts live in the other namespace) nor under `/proc/PID/root` as is.
+/// Returns `None` (after saying why) where namespaces or mounts are not allowed.
+fn start_in_chroot(jail: &Path) -> Option<Target> {
+    let exe = pyenv_python("3.12.1")?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root || !Path::new("/usr/bin/unshare").exists() {
+        eprintln!("skipping: needs root and unshare(1) to build a chroot");
+        return None;
+    }
+    let jail_s = jail.to_str().expect("utf-8 temp path");
+    let setup = format!(
+        r#"set -e
+for d in usr lib lib64 bin root/.pyenv; do
+  if [ -e "/$d" ]; then mkdir -p "{jail_s}/$d"; mount --bind "/$d" "{jail_s}/$d"; fi
+done
+exec chroot "{jail_s}" "{exe}" -c "$0" sidecar"#,
+        exe = exe.display()
+    );
+    let mut cmd = Command::new("/usr/bin/unshare");
+    cmd.args(["-m", "--propagation", "private", "sh", "-c", &setup])
+        .arg(RUNTIME_SCRIPT);
+    let mut t = Target::run(cmd);
+    let mut s = String::new();
+    if t.out.read_line(&mut s).ok()? == 0 {
+        eprintln!("skipping: could not build a chroot here (unshare or mount refused)");
+        return None;
+    }
+    t.first_line = Some(s);
+    Some(t)
+}
+
+#[test]
+fn binary_of_a_chrooted_process() {
+    let jail = std::env::temp_dir().join(format!("py-spy-jail-{}", std::process::id()));
+    fs::create_dir_all(&jail).unwrap();
+    let result = std::panic::catch_unwind(|| {
+        let Some(mut t) = start_in_chroot(&jail) else {
+            return;
+        };
+        let expected = hex(&t.line()[0]);
+        let p = LinuxProcess::open(t.pid()).unwrap();
+        let lib = mapped_path(&p, "libpython3.12");
+        assert!(lib.starts_with(&jail), "maps show {}", lib.display());
+        assert!(!lib.exists(), "the jail's mounts are invisible from here");
+        let maps = p.maps().unwrap();
+        let bin = Binary::load(&p, &maps, &lib).unwrap();
+        assert_eq!(bin.symbol("_PyRuntime"), Some(expected));
+
+        // Again without the capability map_files needs: the path fallbacks must find it.
+        let status = Command::new("setpriv")
+            .args(["--bounding-set=-sys_admin,-checkpoint_restore", "--"])
+            .arg(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "chroot_helper_without_cap_sys_admin",
+                "--ignored",
+            ])
+            .env("PYSPY_TEST_CHROOT", format!("{} {expected:x}", t.pid()))
+            .status()
+            .expect("running setpriv");
+        assert!(status.success(), "the helper run failed");
+    });
+    let _ = fs::remove_dir_all(&jail);
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// Run by `binary_of_a_chrooted_process` without CAP_SYS_ADMIN; does nothing on its own.
+#[test]
+#[ignore = "helper, run by binary_of_a_chrooted_process"]
+fn chroot_helper_without_cap_sys_admin() {
+    let Ok(spec) = std::env::var("PYSPY_TEST_CHROOT") else {
+        return;
+    };
+    let mut parts = spec.split_whitespace();
+    let pid: i32 = parts.next().unwrap().parse().unwrap();
+    let expected = hex(parts.next().unwrap());
+    let p = LinuxProcess::open(pid).unwrap();
+    let maps = p.maps().unwrap();
+    let lib = mapped_path(&p, "libpython3.12");
+    let map = maps
+        .iter()
+        .find(|m| m.path.as_deref() == Some(lib.as_path()))
+        .unwrap();
+    let by_range = format!("/proc/{pid}/map_files/{:x}-{:x}", map.start, map.end);
+    assert!(
+        fs::File::open(by_range).is_err(),
+        "map_files should be refused without CAP_SYS_ADMIN"
+    );
+    let bin = Binary::load(&p, &maps, &lib).unwrap();
+    assert_eq!(bin.symbol("_PyRuntime"), Some(expected));
 }

@@ -370,28 +370,19 @@ impl Process for LinuxProcess {
             .proc_dir
             .join("map_files")
             .join(format!("{:x}-{:x}", map.start, map.end));
-        if let Ok(f) = File::open(&by_range) {
-            return Ok(f);
+        let mut errors = Vec::new();
+        match File::open(&by_range) {
+            Ok(f) => return Ok(f),
+            Err(e) => errors.push(format!("{}: {e}", by_range.display())),
         }
         let path = map
             .path
             .as_ref()
             .with_context(|| format!("mapping at {:#x} is not backed by a file", map.start))?;
-        // Then the path as seen from the target's root (a chroot or a container), then the
-        // path as seen from ours. The kernel may already show host paths for a chrooted
-        // process, so the rooted guess can be wrong: prefer whichever candidate has the
-        // inode the maps name, and only then fall back to the first that opens.
-        let mut candidates = Vec::new();
-        if path.is_absolute() {
-            let rel = path.strip_prefix("/").unwrap_or(path);
-            candidates.push(self.proc_dir.join("root").join(rel));
-        }
-        candidates.push(path.clone());
         let inode = self.map_inode(map.start);
         let mut first_open = None;
-        let mut errors = Vec::new();
-        for c in &candidates {
-            match File::open(c) {
+        for c in self.path_candidates(path) {
+            match File::open(&c) {
                 Ok(f) => {
                     use std::os::unix::fs::MetadataExt;
                     let same = match (inode, f.metadata()) {
@@ -408,11 +399,10 @@ impl Process for LinuxProcess {
         }
         first_open.ok_or_else(|| {
             anyhow!(
-                "cannot open {} mapped in process {} (tried {}, {})",
+                "cannot open {} mapped in process {} (tried {})",
                 path.display(),
                 self.pid,
-                by_range.display(),
-                errors.join(", ")
+                errors.join("; ")
             )
         })
     }
@@ -465,6 +455,36 @@ impl Process for LinuxProcess {
 }
 
 impl LinuxProcess {
+    /// Where the file a mapping shows as `path` may be found from here, most likely first,
+    /// for when map_files is not available.
+    ///
+    /// The kernel prints a mapped path relative to the *reader's* root. For a process in a
+    /// chroot (or a container) that usually yields the path inside the target's root
+    /// prefixed with that root (`/srv/jail/usr/lib/x.so`), which may not exist from here
+    /// (the mounts can live in another mount namespace) and must not be prefixed twice. So:
+    /// the path with the target's root stripped, reached through `/proc/PID/root`; then the
+    /// path under `/proc/PID/root` as is; then the path itself.
+    fn path_candidates(&self, path: &Path) -> Vec<PathBuf> {
+        let root = self.proc_dir.join("root");
+        let mut out = Vec::new();
+        if !path.is_absolute() {
+            out.push(path.to_path_buf());
+            return out;
+        }
+        if let Ok(target_root) = fs::read_link(&root) {
+            if target_root != Path::new("/") {
+                if let Ok(inside) = path.strip_prefix(&target_root) {
+                    out.push(root.join(inside));
+                }
+            }
+        }
+        if let Ok(rel) = path.strip_prefix("/") {
+            out.push(root.join(rel));
+        }
+        out.push(path.to_path_buf());
+        out
+    }
+
     /// Inode of the file mapped at `start`, from a fresh read of the maps.
     fn map_inode(&self, start: u64) -> Option<u64> {
         let maps = proc_maps::get_process_maps(self.pid).ok()?;
