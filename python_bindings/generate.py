@@ -37,9 +37,9 @@ H_314 = H_312 + ("internal/pycore_debug_offsets.h", "internal/pycore_stackref.h"
 PYENV = "/root/.pyenv/versions"
 CI = "/var/cache/py-spy-ci"  # made by tests/provision (sid chroot, free-threaded build)
 
-# Clang arguments shared by every version.
+# Clang arguments shared by every version.  (Free-threaded builds need nothing
+# extra: Py_GIL_DISABLED comes from their own pyconfig.h.)
 BASE_ARGS = ("-x", "c", "-std=c11", "-DPy_BUILD_CORE=1")
-# Free-threaded builds: Py_GIL_DISABLED comes from their own pyconfig.h.
 
 # Debian/sid keeps pyconfig.h under the multiarch directory; its
 # /usr/include/python3.X/pyconfig.h includes <x86_64-linux-gnu/python3.X/pyconfig.h>.
@@ -206,11 +206,10 @@ def run_bindgen(bindgen, row, wrapper, out, extra_types):
 
 
 def generate(row, bindgen):
-    for d in row.inc:
-        if not os.path.isfile(os.path.join(d, "Python.h")):
-            print(f"error: {row.module}: no Python.h in {d} (see python_bindings/README.md for where "
-                  f"headers come from); {row.module}.rs left as it was", file=sys.stderr)
-            return False
+    if not os.path.isfile(os.path.join(row.inc[0], "Python.h")):
+        print(f"error: {row.module}: no Python.h in {row.inc[0]} (see python_bindings/README.md for where "
+              f"headers come from); {row.module}.rs left as it was", file=sys.stderr)
+        return False
     with tempfile.TemporaryDirectory() as tmp:
         wrapper = os.path.join(tmp, "wrapper.h")
         with open(wrapper, "w") as f:

@@ -36,39 +36,96 @@ macro_rules! parse_with {
             version: at(offset_of!(D, version)),
             free_threaded: at(offset_of!(D, free_threaded)) != 0,
             fields: vec![
-                ("interp.runtime_interp_head", at(offset_of!(D, runtime_state.interpreters_head))),
+                (
+                    "interp.runtime_interp_head",
+                    at(offset_of!(D, runtime_state.interpreters_head)),
+                ),
                 ("interp.next", at(offset_of!(D, interpreter_state.next))),
-                ("interp.tstate_head", at(offset_of!(D, interpreter_state.threads_head))),
-                ("interp.modules", at(offset_of!(D, interpreter_state.imports_modules))),
-                ("interp.sysdict", at(offset_of!(D, interpreter_state.sysdict))),
-                ("interp.ceval_gil", at(offset_of!(D, interpreter_state.ceval_gil))),
+                (
+                    "interp.tstate_head",
+                    at(offset_of!(D, interpreter_state.threads_head)),
+                ),
+                (
+                    "interp.modules",
+                    at(offset_of!(D, interpreter_state.imports_modules)),
+                ),
+                (
+                    "interp.sysdict",
+                    at(offset_of!(D, interpreter_state.sysdict)),
+                ),
+                (
+                    "interp.ceval_gil",
+                    at(offset_of!(D, interpreter_state.ceval_gil)),
+                ),
                 ("thread.next", at(offset_of!(D, thread_state.next))),
                 ("thread.interp", at(offset_of!(D, thread_state.interp))),
-                ("thread.frame", at(offset_of!(D, thread_state.current_frame))),
-                ("thread.thread_id", at(offset_of!(D, thread_state.thread_id))),
-                ("thread.native_thread_id", at(offset_of!(D, thread_state.native_thread_id))),
+                (
+                    "thread.frame",
+                    at(offset_of!(D, thread_state.current_frame)),
+                ),
+                (
+                    "thread.thread_id",
+                    at(offset_of!(D, thread_state.thread_id)),
+                ),
+                (
+                    "thread.native_thread_id",
+                    at(offset_of!(D, thread_state.native_thread_id)),
+                ),
                 ("frame.back", at(offset_of!(D, interpreter_frame.previous))),
-                ("frame.code", at(offset_of!(D, interpreter_frame.executable))),
-                ("frame.lasti", at(offset_of!(D, interpreter_frame.instr_ptr))),
-                ("frame.localsplus", at(offset_of!(D, interpreter_frame.localsplus))),
+                (
+                    "frame.code",
+                    at(offset_of!(D, interpreter_frame.executable)),
+                ),
+                (
+                    "frame.lasti",
+                    at(offset_of!(D, interpreter_frame.instr_ptr)),
+                ),
+                (
+                    "frame.localsplus",
+                    at(offset_of!(D, interpreter_frame.localsplus)),
+                ),
                 ("frame.owner", at(offset_of!(D, interpreter_frame.owner))),
                 ("code.filename", at(offset_of!(D, code_object.filename))),
                 ("code.name", at(offset_of!(D, code_object.name))),
                 ("code.qualname", at(offset_of!(D, code_object.qualname))),
                 ("code.linetable", at(offset_of!(D, code_object.linetable))),
-                ("code.firstlineno", at(offset_of!(D, code_object.firstlineno))),
+                (
+                    "code.firstlineno",
+                    at(offset_of!(D, code_object.firstlineno)),
+                ),
                 ("code.argcount", at(offset_of!(D, code_object.argcount))),
-                ("code.varnames", at(offset_of!(D, code_object.localsplusnames))),
-                ("code.localspluskinds", at(offset_of!(D, code_object.localspluskinds))),
-                ("code.code_adaptive", at(offset_of!(D, code_object.co_code_adaptive))),
+                (
+                    "code.varnames",
+                    at(offset_of!(D, code_object.localsplusnames)),
+                ),
+                (
+                    "code.localspluskinds",
+                    at(offset_of!(D, code_object.localspluskinds)),
+                ),
+                (
+                    "code.code_adaptive",
+                    at(offset_of!(D, code_object.co_code_adaptive)),
+                ),
                 ("objects.ob_type", at(offset_of!(D, pyobject.ob_type))),
                 ("objects.tp_name", at(offset_of!(D, type_object.tp_name))),
                 ("objects.tp_flags", at(offset_of!(D, type_object.tp_flags))),
-                ("objects.tuple_items", at(offset_of!(D, tuple_object.ob_item))),
+                (
+                    "objects.tuple_items",
+                    at(offset_of!(D, tuple_object.ob_item)),
+                ),
                 ("objects.list_items", at(offset_of!(D, list_object.ob_item))),
-                ("objects.float_fval", at(offset_of!(D, float_object.ob_fval))),
-                ("objects.long_digits", at(offset_of!(D, long_object.ob_digit))),
-                ("objects.bytes_sval", at(offset_of!(D, bytes_object.ob_sval))),
+                (
+                    "objects.float_fval",
+                    at(offset_of!(D, float_object.ob_fval)),
+                ),
+                (
+                    "objects.long_digits",
+                    at(offset_of!(D, long_object.ob_digit)),
+                ),
+                (
+                    "objects.bytes_sval",
+                    at(offset_of!(D, bytes_object.ob_sval)),
+                ),
                 ("dicts.keys", at(offset_of!(D, dict_object.ma_keys))),
                 ("dicts.values", at(offset_of!(D, dict_object.ma_values))),
             ],
@@ -87,7 +144,9 @@ impl DebugOffsets {
         let version = head.u64_at(8);
         let minor = ((version >> 16) & 0xff) as u32;
         let major = ((version >> 24) & 0xff) as u32;
-        Ok(Self::parse_for(major, minor, |size| mem.read_vec(runtime, size, 1 << 16)))
+        Ok(Self::parse_for(major, minor, |size| {
+            mem.read_vec(runtime, size, 1 << 16)
+        }))
     }
 
     /// Parses with the struct of the matching minor, or the newest we have for a newer one.
@@ -97,7 +156,6 @@ impl DebugOffsets {
         read: impl Fn(usize) -> Result<Vec<u8>, crate::memory::ReadError>,
     ) -> Option<Self> {
         let mut best: Option<DebugOffsets> = None;
-        let mut best_minor = 0;
         macro_rules! try_module {
             ($m:ident, $major:literal, $minor:literal, $ft:literal, py313) => {
                 try_module!(@parse $m, $major, $minor)
@@ -107,11 +165,11 @@ impl DebugOffsets {
             };
             ($m:ident, $major:literal, $minor:literal, $ft:literal, $family:ident) => {};
             (@parse $m:ident, $major:literal, $minor:literal) => {
-                if major == $major && $minor <= minor && $minor >= best_minor {
+                // Versions come oldest first, so the last match is the closest one.
+                if major == $major && $minor <= minor {
                     let size = core::mem::size_of::<python_bindings::$m::_Py_DebugOffsets>();
                     if let Ok(block) = read(size) {
                         best = Some(parse_with!($m, &block));
-                        best_minor = $minor;
                     }
                 }
             };
@@ -187,21 +245,31 @@ impl DebugOffsets {
         }
         // Reads of whole structs must still cover every field we now use.
         layout.thread.size = layout.thread.size.max(
-            [layout.thread.next, layout.thread.interp, layout.thread.frame, layout.thread.thread_id]
-                .into_iter()
-                .chain(layout.thread.native_thread_id)
-                .max()
-                .unwrap_or(0)
+            [
+                layout.thread.next,
+                layout.thread.interp,
+                layout.thread.frame,
+                layout.thread.thread_id,
+            ]
+            .into_iter()
+            .chain(layout.thread.native_thread_id)
+            .max()
+            .unwrap_or(0)
                 + 8,
         );
         layout.frame.size = layout.frame.size.max(layout.frame.localsplus);
         layout.code.size = layout.code.size.max(
-            [layout.code.filename, layout.code.name, layout.code.linetable, layout.code.varnames]
-                .into_iter()
-                .chain(layout.code.qualname)
-                .chain(layout.code.localspluskinds)
-                .max()
-                .unwrap_or(0)
+            [
+                layout.code.filename,
+                layout.code.name,
+                layout.code.linetable,
+                layout.code.varnames,
+            ]
+            .into_iter()
+            .chain(layout.code.qualname)
+            .chain(layout.code.localspluskinds)
+            .max()
+            .unwrap_or(0)
                 + 8,
         );
         mismatches

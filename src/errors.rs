@@ -41,7 +41,9 @@ pub fn one_line(err: &anyhow::Error) -> String {
     } else if is_process_gone(err) {
         line.push_str(" (the process exited while it was being read)");
     } else if err.downcast_ref::<NotPython>().is_some() {
-        line.push_str(" (hint: pass the pid of the python process itself, not of a shell or wrapper)");
+        line.push_str(
+            " (hint: pass the pid of the python process itself, not of a shell or wrapper)",
+        );
     } else if err.downcast_ref::<Unsupported>().is_some() {
         // The message already lists what is supported.
     } else if line.starts_with("no process with pid") {

@@ -122,8 +122,8 @@ pub fn find(process: &dyn Process) -> Result<Interpreter> {
         Some(layout) => layout,
         // A minor newer than any we generated: its debug offsets can fill in what moved.
         None if debug.is_some() && (major, minor) > (3, 13) => {
-            let mut base = newest_layout(free_threaded)
-                .ok_or_else(|| anyhow!("no layout to start from"))?;
+            let mut base =
+                newest_layout(free_threaded).ok_or_else(|| anyhow!("no layout to start from"))?;
             base.version.minor = minor;
             base.version.patch = patch;
             base
@@ -211,7 +211,10 @@ fn locate_interpreter(
             return Ok(interp);
         }
     }
-    bail!("found Python {} but not its interpreter state", layout.version)
+    bail!(
+        "found Python {} but not its interpreter state",
+        layout.version
+    )
 }
 
 /// Scans `[start, start+size)` for a pointer to a valid interpreter.
@@ -314,7 +317,10 @@ mod tests {
             version_from_name("libpython3.13t.so.1.0"),
             Some((3, 13, true))
         );
-        assert_eq!(version_from_name("libpython3.6m.so.1.0"), Some((3, 6, false)));
+        assert_eq!(
+            version_from_name("libpython3.6m.so.1.0"),
+            Some((3, 6, false))
+        );
         assert_eq!(version_from_name("python2.7"), Some((2, 7, false)));
         assert_eq!(version_from_name("python3.11"), Some((3, 11, false)));
         assert_eq!(version_from_name("python"), None);

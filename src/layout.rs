@@ -759,10 +759,7 @@ macro_rules! runtime37 {
         use python_bindings::$b as b;
         (
             Some(offset_of!(b::_PyRuntimeState, interpreters.head)),
-            GilModel::RuntimeTstateCurrent(offset_of!(
-                b::_PyRuntimeState,
-                gilstate.tstate_current
-            )),
+            GilModel::RuntimeTstateCurrent(offset_of!(b::_PyRuntimeState, gilstate.tstate_current)),
         )
     }};
 }
@@ -771,7 +768,14 @@ macro_rules! runtime37 {
 macro_rules! py37 {
     ($b:ident, $version:expr) => {{
         let (head, gil) = runtime37!($b);
-        py3_frame_objects!($b, $version, LineTableFormat::Lnotab36, co_lnotab, head, gil)
+        py3_frame_objects!(
+            $b,
+            $version,
+            LineTableFormat::Lnotab36,
+            co_lnotab,
+            head,
+            gil
+        )
     }};
 }
 
@@ -779,7 +783,14 @@ macro_rules! py37 {
 macro_rules! py310 {
     ($b:ident, $version:expr) => {{
         let (head, gil) = runtime37!($b);
-        py3_frame_objects!($b, $version, LineTableFormat::LineTable310, co_linetable, head, gil)
+        py3_frame_objects!(
+            $b,
+            $version,
+            LineTableFormat::LineTable310,
+            co_linetable,
+            head,
+            gil
+        )
     }};
 }
 
@@ -824,7 +835,10 @@ macro_rules! py3_interpreter_frames {
 /// Python 3.11.
 macro_rules! py311 {
     ($b:ident, $version:expr) => {{
+        // The inner macro imports the same names, which makes these look unused.
+        #[allow(unused_imports)]
         use core::mem::offset_of;
+        #[allow(unused_imports)]
         use python_bindings::$b as b;
         let (head, gil) = runtime37!($b);
         py3_interpreter_frames!(
@@ -874,7 +888,10 @@ macro_rules! interp_gil {
 /// Python 3.12.
 macro_rules! py312 {
     ($b:ident, $version:expr) => {{
+        // The inner macro imports the same names, which makes these look unused.
+        #[allow(unused_imports)]
         use core::mem::offset_of;
+        #[allow(unused_imports)]
         use python_bindings::$b as b;
         py3_interpreter_frames!(
             $b,
@@ -889,12 +906,7 @@ macro_rules! py312 {
                 Some(offset_of!(b::_PyCFrame, current_frame)),
                 Some(offset_of!(b::PyThreadState, native_thread_id))
             ),
-            interpreter_frames!(
-                $b,
-                f_code,
-                prev_instr,
-                Some(b::FRAME_OWNED_BY_CSTACK as u8)
-            ),
+            interpreter_frames!($b, f_code, prev_instr, Some(b::FRAME_OWNED_BY_CSTACK as u8)),
             code_objects_modern!($b, b::CO_FAST_HIDDEN as u8),
             LongModel::Tagged {
                 lv_tag: offset_of!(b::PyLongObject, long_value.lv_tag)
@@ -916,7 +928,10 @@ macro_rules! py313 {
         py313!($b, $version, false, FRAME_OWNED_BY_CSTACK)
     }};
     ($b:ident, $version:expr, $tagged:expr, $first_shim:ident) => {{
+        // The inner macro imports the same names, which makes these look unused.
+        #[allow(unused_imports)]
         use core::mem::offset_of;
+        #[allow(unused_imports)]
         use python_bindings::$b as b;
         py3_interpreter_frames!(
             $b,
@@ -956,7 +971,12 @@ macro_rules! py314 {
 }
 
 /// The layout for a version we have bindings for, with `patch` filled in from the target.
-pub fn layout_for(major: u32, minor: u32, free_threaded: bool, patch: Option<u32>) -> Option<Layout> {
+pub fn layout_for(
+    major: u32,
+    minor: u32,
+    free_threaded: bool,
+    patch: Option<u32>,
+) -> Option<Layout> {
     macro_rules! pick {
         ($module:ident, $major:literal, $minor:literal, $ft:literal, $family:ident) => {
             if major == $major && minor == $minor && free_threaded == $ft {
@@ -979,7 +999,12 @@ pub fn supported_versions() -> Vec<String> {
     let mut out = Vec::new();
     macro_rules! name {
         ($module:ident, $major:literal, $minor:literal, $ft:literal, $family:ident) => {
-            out.push(format!("{}.{}{}", $major, $minor, if $ft { "t" } else { "" }));
+            out.push(format!(
+                "{}.{}{}",
+                $major,
+                $minor,
+                if $ft { "t" } else { "" }
+            ));
         };
     }
     python_bindings::for_each_version!(name);

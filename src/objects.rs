@@ -55,7 +55,9 @@ impl<'a, M: MemoryReader + ?Sized> ObjectReader<'a, M> {
 
     /// The type object of `obj`.
     pub fn type_of(&self, obj: u64) -> Result<u64> {
-        Ok(self.mem.read_u64(obj + self.layout.objects.ob_type as u64)?)
+        Ok(self
+            .mem
+            .read_u64(obj + self.layout.objects.ob_type as u64)?)
     }
 
     /// `tp_name` of a type object (cached per type).
@@ -88,7 +90,9 @@ impl<'a, M: MemoryReader + ?Sized> ObjectReader<'a, M> {
                 compact_bit,
                 ascii_bit,
             } => {
-                let header = self.mem.read_vec(obj, compact_size.max(data_any + 8), 4096)?;
+                let header = self
+                    .mem
+                    .read_vec(obj, compact_size.max(data_any + 8), 4096)?;
                 let len = header.i64_at(length);
                 if len < 0 {
                     bail!("negative string length at {obj:#x}");
@@ -125,11 +129,9 @@ impl<'a, M: MemoryReader + ?Sized> ObjectReader<'a, M> {
                         bail!("negative unicode length at {obj:#x}");
                     }
                     let chars = (len as usize).min(max_chars);
-                    let raw = self.mem.read_vec(
-                        buf,
-                        chars * unicode_char_size,
-                        MAX_STRING_BYTES * 4,
-                    )?;
+                    let raw =
+                        self.mem
+                            .read_vec(buf, chars * unicode_char_size, MAX_STRING_BYTES * 4)?;
                     Ok((decode_units(&raw, unicode_char_size), chars < len as usize))
                 } else {
                     let len = self
@@ -188,7 +190,11 @@ impl<'a, M: MemoryReader + ?Sized> ObjectReader<'a, M> {
         if count > MAX_LONG_DIGITS {
             bail!("int at {obj:#x} has {count} digits");
         }
-        let digit_size = if self.layout.objects.digit_bits == 30 { 4 } else { 2 };
+        let digit_size = if self.layout.objects.digit_bits == 30 {
+            4
+        } else {
+            2
+        };
         let raw = self.mem.read_vec(
             obj + self.layout.objects.long_digits as u64,
             count * digit_size,
@@ -224,13 +230,21 @@ impl<'a, M: MemoryReader + ?Sized> ObjectReader<'a, M> {
             }
         }
         let value = value as u64;
-        Ok(if negative { value.wrapping_neg() } else { value })
+        Ok(if negative {
+            value.wrapping_neg()
+        } else {
+            value
+        })
     }
 
     /// The decimal text of an `int` of any size.
     pub fn int_repr(&self, obj: u64) -> Result<String> {
         let (negative, digits) = self.long_digits(obj)?;
-        Ok(digits_to_decimal(negative, &digits, self.layout.objects.digit_bits))
+        Ok(digits_to_decimal(
+            negative,
+            &digits,
+            self.layout.objects.digit_bits,
+        ))
     }
 
     /// Elements of a tuple or list (by their item-array offset), at most `max`.
@@ -538,9 +552,9 @@ impl<'a, M: MemoryReader + ?Sized> ObjectReader<'a, M> {
             "NoneType" => "None".to_string(),
             "bool" => {
                 let (_, digits) = if py2 {
-                    let v = self.mem.read_i64(
-                        obj + self.layout.objects.int_ival.unwrap_or_default() as u64,
-                    )?;
+                    let v = self
+                        .mem
+                        .read_i64(obj + self.layout.objects.int_ival.unwrap_or_default() as u64)?;
                     (false, vec![v as u32])
                 } else {
                     self.long_digits(obj)?
@@ -653,7 +667,7 @@ impl<'a, M: MemoryReader + ?Sized> ObjectReader<'a, M> {
         let mut out = Vec::new();
         for e in raw.chunks_exact(o.set_entry_size) {
             let key = e.u64_at(o.set_entry_key);
-            if key != 0 && self.type_name_of(key).map_or(false, |t| t != "object") {
+            if key != 0 && self.type_name_of(key).is_ok_and(|t| t != "object") {
                 out.push(key);
                 if out.len() >= max {
                     break;
@@ -752,7 +766,11 @@ pub fn float_repr(x: f64) -> String {
             m.push('.');
             m.push_str(&digits[1..]);
         }
-        return format!("{sign}{m}e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs());
+        return format!(
+            "{sign}{m}e{}{:02}",
+            if exp < 0 { '-' } else { '+' },
+            exp.abs()
+        );
     }
     let point = exp + 1;
     let body = if point <= 0 {
@@ -760,7 +778,11 @@ pub fn float_repr(x: f64) -> String {
     } else if point as usize >= digits.len() {
         format!("{}{}.0", digits, "0".repeat(point as usize - digits.len()))
     } else {
-        format!("{}.{}", &digits[..point as usize], &digits[point as usize..])
+        format!(
+            "{}.{}",
+            &digits[..point as usize],
+            &digits[point as usize..]
+        )
     };
     format!("{sign}{body}")
 }
@@ -785,7 +807,9 @@ fn str_repr(prefix: &str, text: &str, ascii_only: bool) -> String {
                 out.push('\\');
                 out.push(c);
             }
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
             c if (ascii_only && !c.is_ascii()) || (!ascii_only && !is_printable(c)) => {
                 let v = c as u32;
                 if v <= 0xff {

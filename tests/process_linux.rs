@@ -416,21 +416,35 @@ fn none_stopped(pid: i32) -> bool {
     thread_states(pid).values().all(|&c| c != 't')
 }
 
-fn start_counter(script: &str, name: &str) -> Option<(Target, Counter, LinuxProcess)> {
+/// A counting target. Fields drop in order: the target is killed before its counter file
+/// is removed, so it cannot write the file again afterwards.
+struct Counting {
+    target: Target,
+    counter: Counter,
+    process: LinuxProcess,
+}
+
+fn start_counter(script: &str, name: &str) -> Option<Counting> {
     let exe = pyenv_python("3.12.1")?;
     let counter = Counter::new(name);
     let mut t = Target::spawn(&exe, script, &[counter.path.to_str().unwrap()]);
     assert_eq!(t.line(), vec!["ready"]);
     assert!(counter.grows(), "target never started counting");
     let p = LinuxProcess::open(t.pid()).unwrap();
-    Some((t, counter, p))
+    Some(Counting {
+        target: t,
+        counter,
+        process: p,
+    })
 }
 
 #[test]
 fn pause_stops_everything_and_resumes_on_drop() {
-    let Some((t, counter, p)) = start_counter(COUNTER_SCRIPT, "pause") else {
+    let Some(c) = start_counter(COUNTER_SCRIPT, "pause") else {
         return;
     };
+    // Borrowed, not moved out, so that `c` drops its fields in order.
+    let (t, counter, p) = (&c.target, &c.counter, &c.process);
     let pid = t.pid();
     assert_eq!(p.threads().unwrap().len(), 2);
     for _ in 0..3 {
@@ -455,9 +469,11 @@ fn pause_stops_everything_and_resumes_on_drop() {
 
 #[test]
 fn a_panic_while_paused_still_resumes() {
-    let Some((t, counter, p)) = start_counter(COUNTER_SCRIPT, "panic") else {
+    let Some(c) = start_counter(COUNTER_SCRIPT, "panic") else {
         return;
     };
+    // Borrowed, not moved out, so that `c` drops its fields in order.
+    let (t, counter, p) = (&c.target, &c.counter, &c.process);
     let pid = t.pid();
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let _guard = p.pause().unwrap();
@@ -475,9 +491,11 @@ fn a_panic_while_paused_still_resumes() {
 
 #[test]
 fn pausing_an_already_traced_process_is_a_permission_error() {
-    let Some((t, counter, p)) = start_counter(COUNTER_SCRIPT, "traced") else {
+    let Some(c) = start_counter(COUNTER_SCRIPT, "traced") else {
         return;
     };
+    // Borrowed, not moved out, so that `c` drops its fields in order.
+    let (t, counter, p) = (&c.target, &c.counter, &c.process);
     let pid = t.pid();
     let first = p.pause().unwrap();
     // A second tracer (here: a second attach) is refused with EPERM by the kernel.
@@ -503,9 +521,11 @@ fn pausing_an_already_traced_process_is_a_permission_error() {
 
 #[test]
 fn pause_catches_threads_that_come_and_go() {
-    let Some((t, counter, p)) = start_counter(CHURN_SCRIPT, "churn") else {
+    let Some(c) = start_counter(CHURN_SCRIPT, "churn") else {
         return;
     };
+    // Borrowed, not moved out, so that `c` drops its fields in order.
+    let (t, counter, p) = (&c.target, &c.counter, &c.process);
     let pid = t.pid();
     for _ in 0..30 {
         let guard = p.pause().unwrap();
