@@ -72,8 +72,22 @@ fn split_hex_version(v: u64) -> (u32, u32, u32) {
     )
 }
 
+/// Whether to use the interpreter-state symbols or act as if the binary were stripped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Symbols {
+    /// Use `_PyRuntime` / `interp_head` when present (the normal case).
+    Use,
+    /// Find the interpreter state by scanning only; for testing the stripped-binary path.
+    Ignore,
+}
+
 /// Finds the interpreter in `process`.
 pub fn find(process: &dyn Process) -> Result<Interpreter> {
+    find_with(process, Symbols::Use)
+}
+
+/// Finds the interpreter in `process`, optionally without the interpreter-state symbols.
+pub fn find_with(process: &dyn Process, symbols: Symbols) -> Result<Interpreter> {
     let maps = process.maps().context("reading the memory map")?;
     let exe = process.exe_path().context("reading the executable path")?;
     let path = python_binary_path(&maps, &exe);
@@ -137,7 +151,7 @@ pub fn find(process: &dyn Process) -> Result<Interpreter> {
     if let Some(debug) = &debug {
         mismatches = debug.apply(&mut layout);
     }
-    let interp = locate_interpreter(process, &binary, &maps, &layout, runtime)?;
+    let interp = locate_interpreter(process, &binary, &maps, &layout, runtime, symbols)?;
     let mut interpreter = Interpreter {
         layout,
         interp,
@@ -167,7 +181,9 @@ fn find_by_trying_every_layout(
         let Some(layout) = layout_for(major, minor, ft, None) else {
             continue;
         };
-        if let Ok(interp) = locate_interpreter(process, binary, maps, &layout, runtime) {
+        if let Ok(interp) =
+            locate_interpreter(process, binary, maps, &layout, runtime, Symbols::Use)
+        {
             let mut interpreter = Interpreter {
                 layout,
                 interp,
@@ -190,8 +206,10 @@ fn locate_interpreter(
     maps: &[MapRange],
     layout: &Layout,
     runtime: Option<u64>,
+    symbols: Symbols,
 ) -> Result<u64> {
     let by_symbol = match (layout.interp.runtime_interp_head, runtime) {
+        _ if symbols == Symbols::Ignore => None,
         (Some(head), Some(runtime)) => process.read_u64(runtime + head as u64).ok(),
         (None, _) => binary
             .symbol("interp_head")
@@ -243,21 +261,24 @@ fn scan(
     None
 }
 
-/// An interpreter is real when its first thread points back to it and that thread's stack
-/// walks.
+/// An interpreter is real when every thread in its list points back to it and the first
+/// thread's stack walks.
 fn validate(process: &dyn Process, layout: &Layout, interp: u64) -> bool {
-    let Ok(tstate) = process.read_u64(interp + layout.interp.tstate_head as u64) else {
+    let walker = Walker::new(process, layout);
+    let Ok(tstates) = walker.thread_states(interp) else {
         return false;
     };
-    if tstate == 0 || tstate % 8 != 0 {
+    if tstates.is_empty() {
         return false;
     }
-    match process.read_u64(tstate + layout.thread.interp as u64) {
-        Ok(back) if back == interp => {}
-        _ => return false,
+    let points_back = |t: &u64| {
+        t % 8 == 0 && process.read_u64(t + layout.thread.interp as u64).ok() == Some(interp)
+    };
+    if !tstates.iter().all(points_back) {
+        return false;
     }
-    let mut walker = Walker::new(process, layout);
-    walker.stack(tstate, false).is_ok()
+    let mut walker = walker;
+    walker.stack(tstates[0], false).is_ok()
 }
 
 /// The patch level from `sys.version` in the target (for versions without `Py_Version`).

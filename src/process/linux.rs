@@ -98,6 +98,10 @@ impl LinuxProcess {
             Ok(()) => {}
             // The thread exited between listing and attaching: nothing to stop.
             Err(Errno::ESRCH) => return Ok(()),
+            // The kernel also answers EPERM for a thread that already exited (a zombie
+            // thread, e.g. a main thread that returned while others run): skip it rather
+            // than report a permission problem.
+            Err(Errno::EPERM) if !self.thread_alive(tid) => return Ok(()),
             Err(e @ (Errno::EPERM | Errno::EACCES)) => {
                 return Err(
                     anyhow::Error::new(io::Error::from(e)).context(PermissionDenied(format!(
@@ -483,6 +487,19 @@ impl LinuxProcess {
         }
         out.push(path.to_path_buf());
         out
+    }
+
+    /// Whether thread `tid` of the process exists and has not exited.
+    fn thread_alive(&self, tid: i32) -> bool {
+        let stat = self
+            .proc_dir
+            .join("task")
+            .join(tid.to_string())
+            .join("stat");
+        match fs::read_to_string(stat) {
+            Ok(stat) => !matches!(stat_state(&stat), Some('Z' | 'X') | None),
+            Err(_) => false,
+        }
     }
 
     /// Inode of the file mapped at `start`, from a fresh read of the maps.

@@ -411,8 +411,12 @@ pub fn run_py_spy(args: &[&str], timeout: Duration) -> Run {
 
 /// The contract's short filename: the part after the rightmost `/site-packages/`,
 /// `/dist-packages/` or `/lib/pythonX.Y/` (also `pythonX.Yt/` of free-threaded builds)
-/// component, else the basename.
+/// component, else the basename. Pseudo-filenames such as `<string>` or
+/// `<made-up/фантом.py>` are not paths and stay whole.
 pub fn short_filename(path: &str) -> String {
+    if path.starts_with('<') && path.ends_with('>') {
+        return path.to_string();
+    }
     let mut start: Option<usize> = None;
     let mut consider = |candidate: usize| {
         if !matches!(start, Some(s) if s >= candidate) {
@@ -496,7 +500,8 @@ mod tests {
             short_filename("/usr/lib/python3/dist-packages/a.py"),
             "a.py"
         );
-        assert_eq!(short_filename("<made-up/фантом.py>"), "фантом.py>");
+        assert_eq!(short_filename("<made-up/фантом.py>"), "<made-up/фантом.py>");
+        assert_eq!(short_filename("<string>"), "<string>");
         assert_eq!(short_filename("/lib/python3/x.py"), "x.py");
     }
 }
