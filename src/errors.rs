@@ -1,7 +1,7 @@
 //! Turning errors into the one line a user sees, with the hint that fixes them.
 
 use crate::interpreter::{NotPython, Unsupported};
-use crate::memory::{ReadError, ReadErrorKind};
+use crate::memory::is_process_gone;
 use crate::process::is_permission_error;
 
 /// Whether the error is a closed stdout (`py-spy dump | head -1`): a quiet success.
@@ -10,16 +10,6 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
         cause
             .downcast_ref::<std::io::Error>()
             .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
-    })
-}
-
-/// The process went away while we read it.
-fn is_process_gone(err: &anyhow::Error) -> bool {
-    err.chain().any(|cause| {
-        cause
-            .downcast_ref::<ReadError>()
-            .is_some_and(|e| e.kind == ReadErrorKind::ProcessGone)
-            || cause.to_string().contains("has exited")
     })
 }
 

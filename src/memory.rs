@@ -48,6 +48,17 @@ impl fmt::Display for ReadError {
 
 impl std::error::Error for ReadError {}
 
+/// Whether `err` says the target process went away (a read found it gone, or a `/proc`
+/// file of it vanished); context added on top does not hide it.
+pub fn is_process_gone(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<ReadError>()
+            .is_some_and(|e| e.kind == ReadErrorKind::ProcessGone)
+            || cause.to_string().contains("has exited")
+    })
+}
+
 /// Result of a remote read.
 pub type ReadResult<T> = Result<T, ReadError>;
 

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use anyhow::{Context, Result};
 
 use crate::interpreter::{self, Interpreter};
+use crate::memory::is_process_gone;
 use crate::process::{Process, ThreadActivity};
 use crate::threads;
 use crate::walker::{Frame, Walker};
@@ -116,6 +117,12 @@ impl<P: Process> Sampler<P> {
                     break;
                 }
                 result = walker.stack(*tstate, options.locals);
+            }
+            if let Err(err) = &result {
+                // A vanished process is not one unreadable thread: the whole dump is over.
+                if is_process_gone(err) {
+                    return Err(result.unwrap_err().context("reading thread stacks"));
+                }
             }
             stacks.push((*tstate, result));
         }

@@ -20,6 +20,8 @@ pub const MAX_THREADS: usize = 4096;
 pub const MAX_FRAMES: usize = 4096;
 /// Longest line table we read.
 const MAX_LINETABLE: usize = 1 << 20;
+/// Largest fixed part of a frame struct (`PyFrameObject` is the biggest, under 512 bytes).
+const MAX_FRAME_BYTES: usize = 1024;
 /// Most local variables we read for one frame.
 const MAX_LOCALS: usize = 1024;
 
@@ -179,7 +181,16 @@ impl<'a, M: MemoryReader + ?Sized> Walker<'a, M> {
     /// Reads one frame: the next frame's address, and the frame unless it is a shim.
     fn frame(&mut self, addr: u64, with_locals: bool) -> Result<(u64, Option<Frame>)> {
         let l = self.layout();
-        let block = self.mem().read_vec(addr, l.frame.size, 1 << 16)?;
+        // Frames are small fixed structs: read each into the stack, one read, no allocation.
+        let mut buf = [0u8; MAX_FRAME_BYTES];
+        let Some(block) = buf.get_mut(..l.frame.size) else {
+            bail!(
+                "frame layout of {} bytes exceeds {MAX_FRAME_BYTES}",
+                l.frame.size
+            );
+        };
+        self.mem().read(addr, block)?;
+        let block = &*block;
         let back = block.u64_at(l.frame.back);
         if let (Some(owner), Some(shim)) = (l.frame.owner, l.frame.owner_first_shim) {
             if block.u8_at(owner) >= shim {

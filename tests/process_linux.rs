@@ -544,6 +544,47 @@ fn pause_catches_threads_that_come_and_go() {
     assert!(counter.grows(), "the target did not resume");
 }
 
+/// The main thread leaves (pthread_exit) while another thread keeps counting: the process
+/// lives on with a zombie main thread, which ptrace refuses with EPERM.
+const ZOMBIE_MAIN_SCRIPT: &str = r#"
+import ctypes, os, sys, threading
+path = sys.argv[1]
+def count():
+    n = 0
+    while True:
+        n += 1
+        if n % 5000 == 0:
+            with open(path + ".tmp", "w") as f:
+                f.write(str(n))
+            os.replace(path + ".tmp", path)
+threading.Thread(target=count).start()
+print("ready", flush=True)
+ctypes.CDLL(None).pthread_exit(None)
+"#;
+
+#[test]
+fn pause_skips_a_zombie_main_thread() {
+    let Some(c) = start_counter(ZOMBIE_MAIN_SCRIPT, "zombie-main") else {
+        return;
+    };
+    let (t, counter, p) = (&c.target, &c.counter, &c.process);
+    let pid = t.pid();
+    assert!(eventually(5, || thread_states(pid).get(&pid) == Some(&'Z')));
+    let guard = p
+        .pause()
+        .expect("a zombie main thread is not a permission problem");
+    assert!(
+        all_stopped(pid),
+        "states while paused: {:?}",
+        thread_states(pid)
+    );
+    let frozen = counter.value();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(counter.value(), frozen, "the target ran while paused");
+    drop(guard);
+    assert!(counter.grows(), "the target did not resume");
+}
+
 // ---------------------------------------------------------------------------------------
 // Binary
 // ---------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ use std::ffi::c_void;
 use std::fs::{self, File};
 use std::io::{self, IoSliceMut};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use anyhow::{anyhow, bail, Context, Result};
 use nix::errno::Errno;
@@ -21,11 +22,14 @@ use super::{MapRange, PauseGuard, PermissionDenied, Process, ThreadActivity};
 use crate::memory::{MemoryReader, ReadError, ReadErrorKind, ReadResult};
 
 /// A live process on Linux, inspected through `/proc/PID`, `process_vm_readv` and `ptrace`.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct LinuxProcess {
     pid: i32,
     /// `/proc/PID`, kept so every lookup names the same directory.
     proc_dir: PathBuf,
+    /// Task whose id we hand to `process_vm_readv`: the pid, unless the main thread has
+    /// exited (its task then has no memory) while other threads run on.
+    mem_task: AtomicI32,
 }
 
 impl LinuxProcess {
@@ -55,19 +59,32 @@ impl LinuxProcess {
                 bail!("{pid} is a thread of process {tgid}, not a process id; use {tgid}");
             }
         }
-        if field("State:").is_some_and(|s| s.starts_with('Z') || s.starts_with('X')) {
+        let process = LinuxProcess {
+            pid,
+            proc_dir,
+            mem_task: AtomicI32::new(pid),
+        };
+        // The state shown is the main thread's: a zombie there may still have live threads.
+        let zombie = field("State:").is_some_and(|s| s.starts_with('Z') || s.starts_with('X'));
+        if zombie && !process.is_alive() {
             bail!("no process with pid {pid} (it has exited and is a zombie)");
         }
-        Ok(LinuxProcess { pid, proc_dir })
+        Ok(process)
     }
 
     /// Whether the process still exists and has not exited. A zombie keeps its `/proc`
-    /// entry but has no memory any more, so it counts as gone.
+    /// entry but has no memory any more, so it counts as gone; a process whose main thread
+    /// alone exited is alive.
     fn is_alive(&self) -> bool {
-        match fs::read_to_string(self.proc_dir.join("stat")) {
-            Ok(stat) => !matches!(stat_state(&stat), Some('Z' | 'X') | None),
-            Err(_) => false,
-        }
+        alive(&self.proc_dir.join("stat")) || self.live_task().is_some()
+    }
+
+    /// Some thread of the process that has not exited, if any.
+    fn live_task(&self) -> Option<i32> {
+        fs::read_dir(self.proc_dir.join("task"))
+            .ok()?
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .find(|&tid| self.thread_alive(tid))
     }
 
     /// Error for the file `name` of `/proc/PID` that could not be read: "process gone" if
@@ -147,6 +164,14 @@ impl LinuxProcess {
             }
             Err(e) => Err(e).with_context(|| format!("waiting for thread {tid} to stop")),
         }
+    }
+}
+
+/// Whether the task whose `stat` file is `stat` exists and is neither a zombie nor dead.
+fn alive(stat: &Path) -> bool {
+    match fs::read_to_string(stat) {
+        Ok(text) => !matches!(stat_state(&text), Some('Z' | 'X') | None),
+        Err(_) => false,
     }
 }
 
@@ -310,12 +335,24 @@ impl MemoryReader for LinuxProcess {
             base: addr as usize,
             len,
         }];
+        let task = self.mem_task.load(Ordering::Relaxed);
         let mut local = [IoSliceMut::new(buf)];
-        match process_vm_readv(Pid::from_raw(self.pid), &mut local, &remote) {
+        match process_vm_readv(Pid::from_raw(task), &mut local, &remote) {
             Ok(n) if n == len => Ok(()),
             // A short read means the range ran into an unmapped page.
             Ok(_) => Err(fail(ReadErrorKind::BadAddress)),
-            Err(Errno::ESRCH) => Err(fail(ReadErrorKind::ProcessGone)),
+            Err(Errno::ESRCH) => {
+                // The task we read through exited; if another thread lives, the memory
+                // does too: switch to that thread and try once more.
+                match self.live_task() {
+                    Some(live) if live != task => {
+                        self.mem_task.store(live, Ordering::Relaxed);
+                        drop(local);
+                        self.read(addr, buf)
+                    }
+                    _ => Err(fail(ReadErrorKind::ProcessGone)),
+                }
+            }
             Err(Errno::EPERM | Errno::EACCES) => Err(fail(ReadErrorKind::PermissionDenied)),
             // A process that died mid-read can surface as a fault; tell the two apart.
             Err(Errno::EFAULT | Errno::EIO) if !self.is_alive() => {
@@ -491,15 +528,7 @@ impl LinuxProcess {
 
     /// Whether thread `tid` of the process exists and has not exited.
     fn thread_alive(&self, tid: i32) -> bool {
-        let stat = self
-            .proc_dir
-            .join("task")
-            .join(tid.to_string())
-            .join("stat");
-        match fs::read_to_string(stat) {
-            Ok(stat) => !matches!(stat_state(&stat), Some('Z' | 'X') | None),
-            Err(_) => false,
-        }
+        alive(&self.proc_dir.join(format!("task/{tid}/stat")))
     }
 
     /// Inode of the file mapped at `start`, from a fresh read of the maps.
