@@ -570,6 +570,15 @@ fn pause_skips_a_zombie_main_thread() {
     let (t, counter, p) = (&c.target, &c.counter, &c.process);
     let pid = t.pid();
     assert!(eventually(5, || thread_states(pid).get(&pid) == Some(&'Z')));
+    // Memory stays readable (through a live thread) and the process is not "gone".
+    let maps = p.maps().unwrap();
+    let exe = p.exe_path().unwrap();
+    let first = maps
+        .iter()
+        .find(|m| m.offset == 0 && m.path.as_deref() == Some(exe.as_path()))
+        .unwrap();
+    assert_eq!(p.read_array::<4>(first.start).unwrap(), *b"\x7fELF");
+    assert!(LinuxProcess::open(pid).is_ok());
     let guard = p
         .pause()
         .expect("a zombie main thread is not a permission problem");

@@ -3,25 +3,21 @@
 //! from that version's headers. See README.md; regenerate with
 //! `python3 python_bindings/generate.py`.
 #![no_std]
-#![allow(
-    non_upper_case_globals,
-    non_camel_case_types,
-    non_snake_case,
-    dead_code
-)]
+#![allow(non_upper_case_globals, non_camel_case_types, non_snake_case, dead_code)]
 #![allow(clippy::all)]
 
 pub mod v2_7;
-pub mod v3_10;
-pub mod v3_11;
-pub mod v3_12;
-pub mod v3_13;
-pub mod v3_14;
-pub mod v3_15;
 pub mod v3_6;
 pub mod v3_7;
 pub mod v3_8;
 pub mod v3_9;
+pub mod v3_10;
+pub mod v3_11;
+pub mod v3_12;
+pub mod v3_13;
+pub mod v3_13t;
+pub mod v3_14;
+pub mod v3_15;
 
 /// Calls `$m!(module, major, minor, free_threaded, family)` once per generated version.
 #[macro_export]
@@ -36,6 +32,7 @@ macro_rules! for_each_version {
         $m!(v3_11, 3, 11, false, py311);
         $m!(v3_12, 3, 12, false, py312);
         $m!(v3_13, 3, 13, false, py313);
+        $m!(v3_13t, 3, 13, true, py313);
         $m!(v3_14, 3, 14, false, py314);
         $m!(v3_15, 3, 15, false, py314);
     };

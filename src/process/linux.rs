@@ -79,6 +79,28 @@ impl LinuxProcess {
         alive(&self.proc_dir.join("stat")) || self.live_task().is_some()
     }
 
+    /// A thread whose `/proc` entry shows the process's memory, maps and files: the main
+    /// thread normally. Once the main thread has exited (`pthread_exit` while others run)
+    /// its entries are empty, so another live thread stands in.
+    fn mm_task(&self) -> i32 {
+        let task = self.mem_task.load(Ordering::Relaxed);
+        if self.thread_alive(task) {
+            return task;
+        }
+        match self.live_task() {
+            Some(live) => {
+                self.mem_task.store(live, Ordering::Relaxed);
+                live
+            }
+            None => task,
+        }
+    }
+
+    /// `/proc/TID` of [`Self::mm_task`] (the same as `/proc/PID` normally).
+    fn mm_dir(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/{}", self.mm_task()))
+    }
+
     /// Some thread of the process that has not exited, if any.
     fn live_task(&self) -> Option<i32> {
         fs::read_dir(self.proc_dir.join("task"))
@@ -347,7 +369,6 @@ impl MemoryReader for LinuxProcess {
                 match self.live_task() {
                     Some(live) if live != task => {
                         self.mem_task.store(live, Ordering::Relaxed);
-                        drop(local);
                         self.read(addr, buf)
                     }
                     _ => Err(fail(ReadErrorKind::ProcessGone)),
@@ -371,7 +392,7 @@ impl Process for LinuxProcess {
 
     fn command_line(&self) -> Result<Vec<String>> {
         let raw =
-            fs::read(self.proc_dir.join("cmdline")).map_err(|e| self.proc_error(e, "cmdline"))?;
+            fs::read(self.mm_dir().join("cmdline")).map_err(|e| self.proc_error(e, "cmdline"))?;
         // Arguments are NUL-terminated; the last terminator leaves one empty piece behind.
         let mut args: Vec<String> = raw
             .split(|&b| b == 0)
@@ -384,11 +405,12 @@ impl Process for LinuxProcess {
     }
 
     fn exe_path(&self) -> Result<PathBuf> {
-        fs::read_link(self.proc_dir.join("exe")).map_err(|e| self.proc_error(e, "exe"))
+        fs::read_link(self.mm_dir().join("exe")).map_err(|e| self.proc_error(e, "exe"))
     }
 
     fn maps(&self) -> Result<Vec<MapRange>> {
-        let maps = proc_maps::get_process_maps(self.pid).map_err(|e| self.proc_error(e, "maps"))?;
+        let maps =
+            proc_maps::get_process_maps(self.mm_task()).map_err(|e| self.proc_error(e, "maps"))?;
         Ok(maps
             .iter()
             .map(|m| MapRange {
@@ -408,7 +430,7 @@ impl Process for LinuxProcess {
         // mapped even inside a container or after the file was replaced on disk (it needs
         // CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE, though).
         let by_range = self
-            .proc_dir
+            .mm_dir()
             .join("map_files")
             .join(format!("{:x}-{:x}", map.start, map.end));
         let mut errors = Vec::new();
@@ -506,7 +528,7 @@ impl LinuxProcess {
     /// the path with the target's root stripped, reached through `/proc/PID/root`; then the
     /// path under `/proc/PID/root` as is; then the path itself.
     fn path_candidates(&self, path: &Path) -> Vec<PathBuf> {
-        let root = self.proc_dir.join("root");
+        let root = self.mm_dir().join("root");
         let mut out = Vec::new();
         if !path.is_absolute() {
             out.push(path.to_path_buf());
@@ -533,7 +555,7 @@ impl LinuxProcess {
 
     /// Inode of the file mapped at `start`, from a fresh read of the maps.
     fn map_inode(&self, start: u64) -> Option<u64> {
-        let maps = proc_maps::get_process_maps(self.pid).ok()?;
+        let maps = proc_maps::get_process_maps(self.mm_task()).ok()?;
         maps.iter()
             .find(|m| m.start() as u64 == start)
             .map(|m| m.inode as u64)

@@ -14,7 +14,9 @@ net for test runs that die without killing it). It prints nothing on stdout; fai
 to stderr and end the process with exit status 3.
 
 Threads and where they park (each "parking frame" is the function that makes the
-blocking call; the call is always on the line right after `announce()`):
+blocking call; the call is always on the line right after `announce()`). Every thread
+other than MainThread runs its `*_entry` function under `guarded` (so its stack ends
+`..._entry` -> `guarded` -> threading's frames), which ends the process on an exception:
 
 * MainThread: `<module>` -> `main` -> `main_wait`, parks in `time.sleep` (a one-line loop).
 * "worker-1": `worker_entry` -> `Worker.run_method` -> `nested_a` -> `nested_b` ->
@@ -463,8 +465,16 @@ def report(truth_path):
         fail("reporter failed:\n" + traceback.format_exc())
 
 
+def guarded(entry):
+    """Every thread's body: an exception in a thread ends the process at once."""
+    try:
+        entry()
+    except BaseException:
+        fail("thread %s failed:\n%s" % (entry.__name__, traceback.format_exc()))
+
+
 def start(target, name):
-    thread = threading.Thread(target=target, name=name)
+    thread = threading.Thread(target=guarded, args=(target,), name=name)
     thread.daemon = True
     thread.start()
 
@@ -486,8 +496,8 @@ def main():
     EXPECTED_THREADS.append(len(entries) + 2)  # + the raw thread + the main thread
     for target, name in entries:
         start(target, name)
-    thread_module.start_new_thread(raw_entry, ())
-    start(lambda: report(sys.argv[1]), "reporter")
+    thread_module.start_new_thread(guarded, (raw_entry,))
+    threading.Thread(target=report, args=(sys.argv[1],), name="reporter").start()
     main_wait(deadline)
     os._exit(0)
 
