@@ -257,7 +257,14 @@ impl DebugOffsets {
             .unwrap_or(0)
                 + 8,
         );
-        layout.frame.size = layout.frame.size.max(layout.frame.localsplus);
+        layout.frame.size = layout.frame.size.max(
+            [layout.frame.back, layout.frame.code, layout.frame.lasti]
+                .into_iter()
+                .chain(layout.frame.owner)
+                .max()
+                .unwrap_or(0)
+                + 8,
+        );
         layout.code.size = layout.code.size.max(
             [
                 layout.code.filename,
@@ -273,5 +280,47 @@ impl DebugOffsets {
                 + 8,
         );
         mismatches
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::layout_for;
+
+    #[test]
+    fn target_offsets_win_and_disagreements_are_reported() {
+        let mut layout = layout_for(3, 13, false, Some(0)).expect("3.13 layout");
+        let generated_back = layout.frame.back;
+        let debug = DebugOffsets {
+            version: 0x030d00f0,
+            free_threaded: false,
+            fields: vec![
+                ("frame.back", generated_back as u64),
+                ("frame.code", 4000),
+                ("interp.ceval_gil", 5000),
+            ],
+        };
+        let mismatches = debug.apply(&mut layout);
+        assert_eq!(layout.frame.back, generated_back);
+        assert_eq!(layout.frame.code, 4000);
+        assert!(matches!(
+            layout.gil,
+            GilModel::InterpreterGil {
+                ceval_gil: 5000,
+                ..
+            }
+        ));
+        assert_eq!(mismatches.len(), 2, "{mismatches:?}");
+        assert!(mismatches[0].starts_with("frame.code: generated "));
+        // Reads of the frame struct still cover the (moved) code field.
+        assert!(layout.frame.size >= 4008, "{}", layout.frame.size);
+    }
+
+    #[test]
+    fn no_cookie_means_no_debug_offsets() {
+        let mut mem = crate::memory::FakeMemory::new();
+        mem.map(0x1000, vec![0u8; 64]);
+        assert_eq!(DebugOffsets::read(&mem, 0x1000).unwrap(), None);
     }
 }

@@ -11,7 +11,8 @@
 //! 3. `dump --json --locals`: as 1, plus the locals and arguments of every frame in the
 //!    test scripts (Python's repr; `<TypeName at 0x` prefix for other objects).
 //! 4. `dump` (text): the `Process` and `Python` header lines, each thread's header line
-//!    and its frame lines.
+//!    and its frame lines (short filenames); then the same with `--full-filenames`
+//!    (the frame lines show `co_filename` whole).
 //!
 //! All mismatches of a test are collected and reported together, followed by the py-spy
 //! output of the failing runs and a summary of the truth; the target's directory (with
@@ -70,7 +71,8 @@ fn check_interpreter(label: &str) {
     checker.check_json(Mode::Blocking);
     checker.check_json(Mode::Nonblocking);
     checker.check_json(Mode::Locals);
-    checker.check_text();
+    checker.check_text(false);
+    checker.check_text(true);
     checker.finish();
 }
 
@@ -389,19 +391,22 @@ impl<'a> Checker<'a> {
         }
     }
 
-    fn check_text(&mut self) {
+    fn check_text(&mut self, full_filenames: bool) {
         let pid = self.pid();
-        let args = ["dump", "--pid", pid.as_str()];
+        let mut args = vec!["dump", "--pid", pid.as_str()];
+        if full_filenames {
+            args.push("--full-filenames");
+        }
         let run = run_py_spy(&args, DUMP_TIMEOUT);
         let mut errors = Self::run_errors(&run);
         if run.status.success() {
-            self.compare_text(&run.stdout, &mut errors);
+            self.compare_text(&run.stdout, full_filenames, &mut errors);
         }
         let what = format!("{} {}", self.label, args.join(" "));
         self.record(&what, errors, &run);
     }
 
-    fn compare_text(&self, stdout: &str, errors: &mut Vec<String>) {
+    fn compare_text(&self, stdout: &str, full_filenames: bool, errors: &mut Vec<String>) {
         let lines: Vec<&str> = stdout.lines().collect();
         let first = format!("Process {}: {}", self.target.pid, self.command_line);
         if lines.first() != Some(&first.as_str()) {
@@ -470,10 +475,15 @@ impl<'a> Checker<'a> {
                 .frames()
                 .iter()
                 .map(|f| {
+                    let filename = f["filename"].as_str().unwrap_or("?");
+                    let shown = if full_filenames {
+                        filename.to_string()
+                    } else {
+                        short_filename(filename)
+                    };
                     format!(
-                        "    {} ({}:{})",
+                        "    {} ({shown}:{})",
                         f["name"].as_str().unwrap_or("?"),
-                        short_filename(f["filename"].as_str().unwrap_or("?")),
                         f["line"]
                     )
                 })

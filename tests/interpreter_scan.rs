@@ -1,6 +1,9 @@
+//! Finding the interpreter on every kind of build.
+//!
 //! The stripped-binary path: with the interpreter-state symbols ignored, scanning
 //! `.PyRuntime`, `.bss` and `.data` must find the very same `PyInterpreterState` the
-//! symbols lead to, validated by a stack walk, on every kind of build.
+//! symbols lead to, validated by a stack walk. And on 3.13+, the `_Py_DebugOffsets` the
+//! target carries must agree with the layout generated from its headers.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -74,6 +77,11 @@ fn check(root: Option<&str>, python: &str) {
                 assert_eq!(by_scan.interp, by_symbol.interp, "{python}");
                 assert_eq!(by_scan.layout.version, by_symbol.layout.version);
                 assert_eq!(stack.frames[0].line, Some(3), "{python}");
+                assert!(
+                    by_symbol.debug_offset_mismatches.is_empty(),
+                    "{python}: debug offsets disagree with the generated layout: {:?}",
+                    by_symbol.debug_offset_mismatches
+                );
                 return;
             }
         }
@@ -123,4 +131,25 @@ fn scan_finds_py314_in_chroot() {
         Some(&format!("{}/sid-root", cache())),
         "/usr/bin/python3.14",
     );
+}
+
+#[test]
+fn scan_finds_py315_in_chroot() {
+    check(
+        Some(&format!("{}/sid-root", cache())),
+        "/usr/bin/python3.15",
+    );
+}
+
+#[test]
+fn scan_finds_shared_py312_in_chroot() {
+    check(
+        Some(&format!("{}/sid-root", cache())),
+        "/root/.pyenv/versions/3.12.1/bin/python3.12",
+    );
+}
+
+#[test]
+fn scan_finds_free_threaded_py313t() {
+    check(None, &format!("{}/python3.13t/bin/python3.13t", cache()));
 }

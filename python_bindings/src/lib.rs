@@ -3,14 +3,15 @@
 //! from that version's headers. See README.md; regenerate with
 //! `python3 python_bindings/generate.py`.
 #![no_std]
-#![allow(non_upper_case_globals, non_camel_case_types, non_snake_case, dead_code)]
+#![allow(
+    non_upper_case_globals,
+    non_camel_case_types,
+    non_snake_case,
+    dead_code
+)]
 #![allow(clippy::all)]
 
 pub mod v2_7;
-pub mod v3_6;
-pub mod v3_7;
-pub mod v3_8;
-pub mod v3_9;
 pub mod v3_10;
 pub mod v3_11;
 pub mod v3_12;
@@ -18,6 +19,10 @@ pub mod v3_13;
 pub mod v3_13t;
 pub mod v3_14;
 pub mod v3_15;
+pub mod v3_6;
+pub mod v3_7;
+pub mod v3_8;
+pub mod v3_9;
 
 /// Calls `$m!(module, major, minor, free_threaded, family)` once per generated version.
 #[macro_export]
