@@ -39,14 +39,21 @@ pub fn run(options: DumpOptions, out: &mut dyn Write) -> Result<()> {
             .command_line()
             .map(|args| args.join(" "))
             .unwrap_or_default(),
-        version: interpreter.layout.version.to_string(),
+        version: {
+            let v = interpreter.layout.version;
+            match v.patch {
+                Some(patch) => format!("{}.{}.{patch}", v.major, v.minor),
+                None => format!("{}.{}", v.major, v.minor),
+            }
+        },
         executable: interpreter.executable.display().to_string(),
         free_threaded: interpreter.layout.version.free_threaded,
     };
     if options.json {
         let doc = output::to_json(&info, &snapshot);
-        serde_json::to_writer_pretty(&mut *out, &doc).context("writing JSON")?;
-        writeln!(out)?;
+        // Rendered first, then written, so a closed stdout surfaces as the io error it is.
+        let text = serde_json::to_string_pretty(&doc).context("rendering JSON")?;
+        writeln!(out, "{text}")?;
     } else {
         output::write_text(
             out,

@@ -13,7 +13,7 @@ pub struct ProcessInfo {
     pub pid: i32,
     /// Command line, joined by spaces.
     pub command_line: String,
-    /// `X.Y.Z` (or `X.Y` when the patch level is unknown), `t` suffix when free-threaded.
+    /// `X.Y.Z` (or `X.Y` when the patch level is unknown).
     pub version: String,
     /// The interpreter's executable.
     pub executable: String,
@@ -90,7 +90,12 @@ pub fn write_text(
     options: RenderOptions,
 ) -> io::Result<()> {
     writeln!(out, "Process {}: {}", process.pid, process.command_line)?;
-    writeln!(out, "Python v{} ({})", process.version, process.executable)?;
+    let suffix = if process.free_threaded { "t" } else { "" };
+    writeln!(
+        out,
+        "Python v{}{suffix} ({})",
+        process.version, process.executable
+    )?;
     writeln!(out)?;
     for thread in &snapshot.threads {
         write!(out, "Thread {} ({})", thread_label(thread), status(thread))?;

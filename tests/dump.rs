@@ -413,7 +413,9 @@ impl<'a> Checker<'a> {
             errors.push(format!("line 1: {:?}, expected {first:?}", lines.first()));
         }
         let version = self.truth["version"].as_str().unwrap_or("?");
-        let prefix = format!("Python v{version} (");
+        // A free-threaded build is named like its binary: `3.13.5t`.
+        let suffix = if self.free_threaded { "t" } else { "" };
+        let prefix = format!("Python v{version}{suffix} (");
         match lines.get(1) {
             Some(line) if line.starts_with(&prefix) && line.ends_with(')') => {
                 let path = &line[prefix.len()..line.len() - 1];
