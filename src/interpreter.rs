@@ -349,6 +349,16 @@ mod tests {
     }
 
     #[test]
+    fn unsupported_versions_name_the_supported_ones() {
+        let message = Unsupported("3.5".to_string()).to_string();
+        assert!(message.starts_with("unsupported Python version 3.5 (supported: 2.7, 3.6,"));
+        assert!(
+            message.contains("3.13t") && message.ends_with("3.15)"),
+            "{message}"
+        );
+    }
+
+    #[test]
     fn hex_versions() {
         assert_eq!(split_hex_version(0x030c01f0), (3, 12, 1));
     }

@@ -174,3 +174,104 @@ fn dump_into_head() {
 fn dump_into_closed_pipe() {
     check_closed_stdout("true");
 }
+
+/// A Python process started for an error test, killed when the test ends.
+fn sleeping_python() -> ChildGuard {
+    let child = Command::new("/root/.pyenv/versions/3.12.1/bin/python")
+        .args(["-c", "import time\nwhile True: time.sleep(1)"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start python");
+    ChildGuard(child)
+}
+
+#[test]
+fn dump_without_permission() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(!common::in_ci(), "CI must run as root");
+        println!("SKIP dump_without_permission: needs root to drop to another user");
+        return;
+    }
+    let target = sleeping_python();
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = target.0.id().to_string();
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            common::PY_SPY,
+        ])
+        .args(["dump", "--pid", &pid])
+        .output()
+        .expect("run py-spy as nobody");
+    let run = Run {
+        args: vec!["dump".into(), "--pid".into(), pid],
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    let line = assert_one_error_line(&run);
+    assert!(line.contains("permission denied"), "{line}");
+    assert!(line.contains("run as root"), "{line}");
+    assert!(line.contains("--cap-add SYS_PTRACE"), "{line}");
+    assert!(line.contains("ptrace_scope"), "{line}");
+}
+
+#[test]
+fn dump_a_process_that_exits_meanwhile() {
+    // Targets that live for a few milliseconds: py-spy meets them at every stage of
+    // starting and exiting. Whatever it meets, it answers with a dump or one error line.
+    let mut outcomes = (0, 0);
+    for _ in 0..40 {
+        let child = Command::new("/root/.pyenv/versions/3.12.1/bin/python")
+            .args(["-c", "import threading\nfor _ in range(3): threading.Thread(target=lambda: None).start()"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start python");
+        let guard = ChildGuard(child);
+        let pid = guard.0.id().to_string();
+        let run = run_py_spy(&["dump", "--pid", &pid], TIMEOUT);
+        assert_no_panic(&run);
+        if run.status.success() {
+            assert!(run.stdout.starts_with("Process "), "{}", run.describe());
+            outcomes.0 += 1;
+        } else {
+            let line = assert_one_error_line(&run);
+            assert!(!line.contains("internal error"), "{line}");
+            outcomes.1 += 1;
+        }
+        drop(guard);
+    }
+    println!(
+        "dumps: {} succeeded, {} failed cleanly",
+        outcomes.0, outcomes.1
+    );
+    assert!(outcomes.1 > 0, "no run met an exiting process");
+}
+
+#[test]
+fn target_keeps_running_after_a_dump() {
+    let target = sleeping_python();
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = target.0.id();
+    let run = run_py_spy(&["dump", "--pid", &pid.to_string()], TIMEOUT);
+    assert!(run.status.success(), "{}", run.describe());
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let state = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .trim_start()
+        .chars()
+        .next();
+    assert!(
+        matches!(state, Some('S' | 'R')),
+        "target left in state {state:?}"
+    );
+    assert!(fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("status")
+        .lines()
+        .any(|l| l.starts_with("TracerPid:") && l.ends_with("\t0")));
+}
