@@ -230,7 +230,7 @@ fn locate_interpreter(
         }
     }
     bail!(
-        "found Python {} but not its interpreter state",
+        "found Python {} but no running interpreter in it (is it starting up or exiting?)",
         layout.version
     )
 }
