@@ -210,7 +210,7 @@ fn locate_interpreter(
 ) -> Result<u64> {
     let by_symbol = match (layout.interp.runtime_interp_head, runtime) {
         _ if symbols == Symbols::Ignore => None,
-        (Some(head), Some(runtime)) => process.read_u64(runtime + head as u64).ok(),
+        (Some(head), Some(runtime)) => process.read_u64(runtime.wrapping_add(head as u64)).ok(),
         (None, _) => binary
             .symbol("interp_head")
             .and_then(|addr| process.read_u64(addr).ok()),
@@ -246,8 +246,9 @@ fn scan(
     let writable = |p: u64| maps.iter().any(|m| m.write && m.start <= p && p < m.end);
     let mut chunk = vec![0u8; 1 << 16];
     let mut at = start & !7;
-    while at < start + size {
-        let len = ((start + size - at) as usize).min(chunk.len());
+    let end = start.saturating_add(size);
+    while at < end {
+        let len = ((end - at) as usize).min(chunk.len());
         if process.read(at, &mut chunk[..len]).is_ok() {
             for word in chunk[..len].chunks_exact(8) {
                 let p = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
@@ -272,7 +273,11 @@ fn validate(process: &dyn Process, layout: &Layout, interp: u64) -> bool {
         return false;
     }
     let points_back = |t: &u64| {
-        t % 8 == 0 && process.read_u64(t + layout.thread.interp as u64).ok() == Some(interp)
+        t % 8 == 0
+            && process
+                .read_u64(t.wrapping_add(layout.thread.interp as u64))
+                .ok()
+                == Some(interp)
     };
     if !tstates.iter().all(points_back) {
         return false;
@@ -285,7 +290,11 @@ fn validate(process: &dyn Process, layout: &Layout, interp: u64) -> bool {
 fn read_patch_level(process: &dyn Process, interpreter: &Interpreter) -> Option<u32> {
     let objects = ObjectReader::new(process, &interpreter.layout);
     let sysdict = process
-        .read_u64(interpreter.interp + interpreter.layout.interp.sysdict as u64)
+        .read_u64(
+            interpreter
+                .interp
+                .wrapping_add(interpreter.layout.interp.sysdict as u64),
+        )
         .ok()?;
     let version = objects.dict_get_str(sysdict, "version").ok()??;
     let text = objects.read_string_prefix(version, 32).ok()?.0;

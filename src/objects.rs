@@ -57,7 +57,7 @@ impl<'a, M: MemoryReader + ?Sized> ObjectReader<'a, M> {
     pub fn type_of(&self, obj: u64) -> Result<u64> {
         Ok(self
             .mem
-            .read_u64(obj + self.layout.objects.ob_type as u64)?)
+            .read_u64(obj.wrapping_add(self.layout.objects.ob_type as u64))?)
     }
 
     /// `tp_name` of a type object (cached per type).
@@ -65,7 +65,9 @@ impl<'a, M: MemoryReader + ?Sized> ObjectReader<'a, M> {
         if let Some(name) = self.type_names.borrow().get(&tp) {
             return Ok(name.clone());
         }
-        let name_ptr = self.mem.read_u64(tp + self.layout.objects.tp_name as u64)?;
+        let name_ptr = self
+            .mem
+            .read_u64(tp.wrapping_add(self.layout.objects.tp_name as u64))?;
         let name = String::from_utf8_lossy(&self.mem.read_c_string(name_ptr, 256)?).into_owned();
         self.type_names.borrow_mut().insert(tp, name.clone());
         Ok(name)
@@ -105,8 +107,8 @@ impl<'a, M: MemoryReader + ?Sized> ObjectReader<'a, M> {
                     bail!("string at {obj:#x} has kind {kind}");
                 }
                 let data = match (compact, ascii) {
-                    (true, true) => obj + ascii_size as u64,
-                    (true, false) => obj + compact_size as u64,
+                    (true, true) => obj.wrapping_add(ascii_size as u64),
+                    (true, false) => obj.wrapping_add(compact_size as u64),
                     (false, _) => header.u64_at(data_any),
                 };
                 let chars = (len as usize).min(max_chars);
@@ -123,8 +125,8 @@ impl<'a, M: MemoryReader + ?Sized> ObjectReader<'a, M> {
             } => {
                 let tp = self.type_name_of(obj)?;
                 if tp == "unicode" {
-                    let len = self.mem.read_i64(obj + unicode_length as u64)?;
-                    let buf = self.mem.read_u64(obj + unicode_str as u64)?;
+                    let len = self.mem.read_i64(obj.wrapping_add(unicode_length as u64))?;
+                    let buf = self.mem.read_u64(obj.wrapping_add(unicode_str as u64))?;
                     if len < 0 {
                         bail!("negative unicode length at {obj:#x}");
                     }
@@ -136,14 +138,16 @@ impl<'a, M: MemoryReader + ?Sized> ObjectReader<'a, M> {
                 } else {
                     let len = self
                         .mem
-                        .read_i64(obj + self.layout.objects.ob_size as u64)?;
+                        .read_i64(obj.wrapping_add(self.layout.objects.ob_size as u64))?;
                     if len < 0 {
                         bail!("negative string length at {obj:#x}");
                     }
                     let n = (len as usize).min(max_chars);
-                    let raw = self
-                        .mem
-                        .read_vec(obj + string_sval as u64, n, MAX_STRING_BYTES)?;
+                    let raw = self.mem.read_vec(
+                        obj.wrapping_add(string_sval as u64),
+                        n,
+                        MAX_STRING_BYTES,
+                    )?;
                     Ok((String::from_utf8_lossy(&raw).into_owned(), n < len as usize))
                 }
             }
@@ -159,13 +163,13 @@ impl<'a, M: MemoryReader + ?Sized> ObjectReader<'a, M> {
     pub fn read_bytes_prefix(&self, obj: u64, max: usize) -> Result<(Vec<u8>, bool)> {
         let len = self
             .mem
-            .read_i64(obj + self.layout.objects.ob_size as u64)?;
+            .read_i64(obj.wrapping_add(self.layout.objects.ob_size as u64))?;
         if len < 0 {
             bail!("negative bytes length at {obj:#x}");
         }
         let n = (len as usize).min(max);
         let raw = self.mem.read_vec(
-            obj + self.layout.objects.bytes_sval as u64,
+            obj.wrapping_add(self.layout.objects.bytes_sval as u64),
             n,
             MAX_STRING_BYTES,
         )?;
@@ -178,11 +182,11 @@ impl<'a, M: MemoryReader + ?Sized> ObjectReader<'a, M> {
             LongModel::SignedSize => {
                 let size = self
                     .mem
-                    .read_i64(obj + self.layout.objects.ob_size as u64)?;
+                    .read_i64(obj.wrapping_add(self.layout.objects.ob_size as u64))?;
                 (size < 0, size.unsigned_abs() as usize)
             }
             LongModel::Tagged { lv_tag } => {
-                let tag = self.mem.read_u64(obj + lv_tag as u64)?;
+                let tag = self.mem.read_u64(obj.wrapping_add(lv_tag as u64))?;
                 // Low two bits: 0 positive, 1 zero, 2 negative; the digit count above bit 3.
                 (tag & 3 == 2, (tag >> 3) as usize)
             }
@@ -196,7 +200,7 @@ impl<'a, M: MemoryReader + ?Sized> ObjectReader<'a, M> {
             2
         };
         let raw = self.mem.read_vec(
-            obj + self.layout.objects.long_digits as u64,
+            obj.wrapping_add(self.layout.objects.long_digits as u64),
             count * digit_size,
             MAX_LONG_DIGITS * 4,
         )?;
@@ -217,7 +221,7 @@ impl<'a, M: MemoryReader + ?Sized> ObjectReader<'a, M> {
     pub fn read_int_u64(&self, obj: u64) -> Result<u64> {
         if self.type_name_of(obj)? == "int" {
             if let Some(ival) = self.layout.objects.int_ival {
-                return Ok(self.mem.read_i64(obj + ival as u64)? as u64);
+                return Ok(self.mem.read_i64(obj.wrapping_add(ival as u64))? as u64);
             }
         }
         let (negative, digits) = self.long_digits(obj)?;
@@ -251,16 +255,16 @@ impl<'a, M: MemoryReader + ?Sized> ObjectReader<'a, M> {
     fn sequence_items(&self, obj: u64, list: bool, max: usize) -> Result<(Vec<u64>, bool)> {
         let len = self
             .mem
-            .read_i64(obj + self.layout.objects.ob_size as u64)?;
+            .read_i64(obj.wrapping_add(self.layout.objects.ob_size as u64))?;
         if len < 0 {
             bail!("negative sequence length at {obj:#x}");
         }
         let n = (len as usize).min(max);
         let items = if list {
             self.mem
-                .read_u64(obj + self.layout.objects.list_items as u64)?
+                .read_u64(obj.wrapping_add(self.layout.objects.list_items as u64))?
         } else {
-            obj + self.layout.objects.tuple_items as u64
+            obj.wrapping_add(self.layout.objects.tuple_items as u64)
         };
         let raw = self.mem.read_vec(items, n * 8, 1 << 20)?;
         Ok((
@@ -280,11 +284,11 @@ impl<'a, M: MemoryReader + ?Sized> ObjectReader<'a, M> {
         let d = &self.layout.dicts;
         match d.model {
             DictModel::Py27 { ma_mask, ma_table } => {
-                let mask = self.mem.read_i64(dict + ma_mask as u64)?;
+                let mask = self.mem.read_i64(dict.wrapping_add(ma_mask as u64))?;
                 if !(0..MAX_DICT_ENTRIES as i64).contains(&mask) {
                     bail!("dict at {dict:#x} has mask {mask}");
                 }
-                let table = self.mem.read_u64(dict + ma_table as u64)?;
+                let table = self.mem.read_u64(dict.wrapping_add(ma_table as u64))?;
                 let raw = self.mem.read_vec(
                     table,
                     (mask as usize + 1) * d.entry_size,
@@ -298,15 +302,15 @@ impl<'a, M: MemoryReader + ?Sized> ObjectReader<'a, M> {
                     .collect())
             }
             DictModel::Py36 { dk_size } => {
-                let keys = self.mem.read_u64(dict + d.keys as u64)?;
-                let values = self.mem.read_u64(dict + d.values as u64)?;
+                let keys = self.mem.read_u64(dict.wrapping_add(d.keys as u64))?;
+                let values = self.mem.read_u64(dict.wrapping_add(d.values as u64))?;
                 let header = self.mem.read_vec(keys, d.indices, 256)?;
                 let size = header.i64_at(dk_size);
                 if !(1..=MAX_DICT_ENTRIES as i64 * 2).contains(&size) {
                     bail!("dict keys at {keys:#x} have size {size}");
                 }
                 let index_bytes = index_width(size as u64) * size as usize;
-                let entries = keys + (d.indices + index_bytes) as u64;
+                let entries = keys.wrapping_add((d.indices + index_bytes) as u64);
                 self.keys_entries(
                     entries,
                     header.i64_at(d.nentries),
@@ -324,8 +328,8 @@ impl<'a, M: MemoryReader + ?Sized> ObjectReader<'a, M> {
                 unicode_entry_size,
                 values_array,
             } => {
-                let keys = self.mem.read_u64(dict + d.keys as u64)?;
-                let values = self.mem.read_u64(dict + d.values as u64)?;
+                let keys = self.mem.read_u64(dict.wrapping_add(d.keys as u64))?;
+                let values = self.mem.read_u64(dict.wrapping_add(d.values as u64))?;
                 self.keys311_items(
                     keys,
                     values,
@@ -357,7 +361,9 @@ impl<'a, M: MemoryReader + ?Sized> ObjectReader<'a, M> {
         if log2_index_bytes > 24 {
             bail!("dict keys at {keys:#x} claim 2^{log2_index_bytes} index bytes");
         }
-        let entries = keys + d.indices as u64 + (1u64 << log2_index_bytes);
+        let entries = keys
+            .wrapping_add(d.indices as u64)
+            .wrapping_add(1u64 << log2_index_bytes);
         // Kind 0 is the general table with hashes; unicode and split tables omit them.
         let (entry_size, key_at) = if header.u8_at(dk_kind) == 0 {
             (d.entry_size, 8)
@@ -396,10 +402,11 @@ impl<'a, M: MemoryReader + ?Sized> ObjectReader<'a, M> {
             .mem
             .read_vec(entries, n * entry_size, MAX_DICT_ENTRIES * 24)?;
         let split = if values != 0 {
-            Some(
-                self.mem
-                    .read_vec(values + values_array as u64, n * 8, MAX_DICT_ENTRIES * 8)?,
-            )
+            Some(self.mem.read_vec(
+                values.wrapping_add(values_array as u64),
+                n * 8,
+                MAX_DICT_ENTRIES * 8,
+            )?)
         } else {
             None
         };
@@ -454,7 +461,7 @@ impl<'a, M: MemoryReader + ?Sized> ObjectReader<'a, M> {
             let Some(cached) = o.ht_cached_keys else {
                 return Ok(None);
             };
-            let keys = self.mem.read_u64(tp + cached as u64)?;
+            let keys = self.mem.read_u64(tp.wrapping_add(cached as u64))?;
             if keys == 0 || values == 0 {
                 return Ok(None);
             }
@@ -488,11 +495,11 @@ impl<'a, M: MemoryReader + ?Sized> ObjectReader<'a, M> {
         };
         match self.layout.instance_dicts {
             InstanceDictModel::DictOffset => {
-                let offset = self.mem.read_i64(tp + o.tp_dictoffset as u64)?;
+                let offset = self.mem.read_i64(tp.wrapping_add(o.tp_dictoffset as u64))?;
                 if offset <= 0 {
                     return Ok(None);
                 }
-                read_dict(self.mem.read_u64(obj + offset as u64)?)
+                read_dict(self.mem.read_u64(obj.wrapping_add(offset as u64))?)
             }
             InstanceDictModel::Managed311 { dict, values } => {
                 let d = self.mem.read_u64(obj.wrapping_add(dict as u64))?;
@@ -516,12 +523,12 @@ impl<'a, M: MemoryReader + ?Sized> ObjectReader<'a, M> {
                 if d != 0 {
                     return read_dict(d);
                 }
-                let basic = self.mem.read_i64(tp + o.tp_basicsize as u64)?;
+                let basic = self.mem.read_i64(tp.wrapping_add(o.tp_basicsize as u64))?;
                 if !(0..1 << 20).contains(&basic) {
                     return Ok(None);
                 }
-                let values = obj + basic as u64;
-                if self.mem.read_u8(values + values_valid as u64)? == 0 {
+                let values = obj.wrapping_add(basic as u64);
+                if self.mem.read_u8(values.wrapping_add(values_valid as u64))? == 0 {
                     return Ok(None);
                 }
                 cached_values(values, values_array)
@@ -552,9 +559,9 @@ impl<'a, M: MemoryReader + ?Sized> ObjectReader<'a, M> {
             "NoneType" => "None".to_string(),
             "bool" => {
                 let (_, digits) = if py2 {
-                    let v = self
-                        .mem
-                        .read_i64(obj + self.layout.objects.int_ival.unwrap_or_default() as u64)?;
+                    let v = self.mem.read_i64(
+                        obj.wrapping_add(self.layout.objects.int_ival.unwrap_or_default() as u64),
+                    )?;
                     (false, vec![v as u32])
                 } else {
                     self.long_digits(obj)?
@@ -567,9 +574,9 @@ impl<'a, M: MemoryReader + ?Sized> ObjectReader<'a, M> {
                 .to_string()
             }
             "int" if py2 => {
-                let v = self
-                    .mem
-                    .read_i64(obj + self.layout.objects.int_ival.unwrap_or_default() as u64)?;
+                let v = self.mem.read_i64(
+                    obj.wrapping_add(self.layout.objects.int_ival.unwrap_or_default() as u64),
+                )?;
                 v.to_string()
             }
             "int" => self.int_repr(obj)?,
@@ -577,7 +584,7 @@ impl<'a, M: MemoryReader + ?Sized> ObjectReader<'a, M> {
             "float" => {
                 let bits = self
                     .mem
-                    .read_u64(obj + self.layout.objects.float_fval as u64)?;
+                    .read_u64(obj.wrapping_add(self.layout.objects.float_fval as u64))?;
                 float_repr(f64::from_bits(bits))
             }
             "str" if py2 => {
@@ -652,11 +659,11 @@ impl<'a, M: MemoryReader + ?Sized> ObjectReader<'a, M> {
     /// Members of a set, in table order, at most `max`.
     fn set_items(&self, obj: u64, max: usize) -> Result<Vec<u64>> {
         let o = &self.layout.objects;
-        let mask = self.mem.read_i64(obj + o.set_mask as u64)?;
+        let mask = self.mem.read_i64(obj.wrapping_add(o.set_mask as u64))?;
         if !(0..MAX_DICT_ENTRIES as i64).contains(&mask) {
             bail!("set at {obj:#x} has mask {mask}");
         }
-        let table = self.mem.read_u64(obj + o.set_table as u64)?;
+        let table = self.mem.read_u64(obj.wrapping_add(o.set_table as u64))?;
         let raw = self.mem.read_vec(
             table,
             (mask as usize + 1) * o.set_entry_size,

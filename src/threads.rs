@@ -66,17 +66,22 @@ fn names_or_error<M: MemoryReader + ?Sized>(
     let mem = objects.memory();
     let layout = &interpreter.layout;
     let mut out = HashMap::new();
-    let modules = mem.read_u64(interpreter.interp + layout.interp.modules as u64)?;
+    let modules = mem.read_u64(
+        interpreter
+            .interp
+            .wrapping_add(layout.interp.modules as u64),
+    )?;
     let Some(threading) = objects.dict_get_str(modules, "threading")? else {
         return Ok(out);
     };
     // A module keeps its namespace where its type's tp_dictoffset says.
     let module_type = objects.type_of(threading)?;
-    let dict_offset = mem.read_i64(module_type + layout.objects.tp_dictoffset as u64)?;
+    let dict_offset =
+        mem.read_i64(module_type.wrapping_add(layout.objects.tp_dictoffset as u64))?;
     if dict_offset <= 0 {
         return Ok(out);
     }
-    let namespace = mem.read_u64(threading + dict_offset as u64)?;
+    let namespace = mem.read_u64(threading.wrapping_add(dict_offset as u64))?;
     let Some(active) = objects.dict_get_str(namespace, "_active")? else {
         return Ok(out);
     };
@@ -103,19 +108,21 @@ pub fn gil_holder<M: MemoryReader + ?Sized>(mem: &M, interpreter: &Interpreter) 
     let holder = match interpreter.layout.gil {
         GilModel::NoGil => return None,
         GilModel::ThreadStateCurrentSymbol => mem.read_u64(interpreter.tstate_current?).ok()?,
-        GilModel::RuntimeTstateCurrent(offset) => {
-            mem.read_u64(interpreter.runtime? + offset as u64).ok()?
-        }
+        GilModel::RuntimeTstateCurrent(offset) => mem
+            .read_u64(interpreter.runtime?.wrapping_add(offset as u64))
+            .ok()?,
         GilModel::InterpreterGil {
             ceval_gil,
             locked,
             last_holder,
         } => {
-            let gil = mem.read_u64(interpreter.interp + ceval_gil as u64).ok()?;
-            if gil == 0 || mem.read_i32(gil + locked as u64).ok()? == 0 {
+            let gil = mem
+                .read_u64(interpreter.interp.wrapping_add(ceval_gil as u64))
+                .ok()?;
+            if gil == 0 || mem.read_i32(gil.wrapping_add(locked as u64)).ok()? == 0 {
                 return None;
             }
-            mem.read_u64(gil + last_holder as u64).ok()?
+            mem.read_u64(gil.wrapping_add(last_holder as u64)).ok()?
         }
     };
     (holder != 0).then_some(holder)

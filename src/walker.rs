@@ -119,14 +119,16 @@ impl<'a, M: MemoryReader + ?Sized> Walker<'a, M> {
         let mut out = Vec::new();
         let mut tstate = self
             .mem()
-            .read_u64(interp + l.interp.tstate_head as u64)
+            .read_u64(interp.wrapping_add(l.interp.tstate_head as u64))
             .context("reading the interpreter's thread list")?;
         while tstate != 0 {
             if out.len() >= MAX_THREADS || out.contains(&tstate) {
                 bail!("thread list of interpreter {interp:#x} does not end");
             }
             out.push(tstate);
-            tstate = self.mem().read_u64(tstate + l.thread.next as u64)?;
+            tstate = self
+                .mem()
+                .read_u64(tstate.wrapping_add(l.thread.next as u64))?;
         }
         Ok(out)
     }
@@ -145,7 +147,7 @@ impl<'a, M: MemoryReader + ?Sized> Walker<'a, M> {
             frame = if frame == 0 {
                 0
             } else {
-                self.mem().read_u64(frame + current as u64)?
+                self.mem().read_u64(frame.wrapping_add(current as u64))?
             };
         }
         let mut frames = Vec::new();
@@ -222,7 +224,7 @@ impl<'a, M: MemoryReader + ?Sized> Walker<'a, M> {
             }
             FrameModel::CFrame | FrameModel::CurrentFrame => {
                 let instr = block.u64_at(l.frame.lasti);
-                let start = code_addr + l.code.code_adaptive.unwrap_or(0) as u64;
+                let start = code_addr.wrapping_add(l.code.code_adaptive.unwrap_or(0) as u64);
                 let units = (instr.wrapping_sub(start) as i64) / 2;
                 // prev_instr may sit one unit before the first instruction (not started).
                 if !(-1..(1 << 24)).contains(&units) {
@@ -319,9 +321,11 @@ impl<'a, M: MemoryReader + ?Sized> Walker<'a, M> {
     fn locals(&self, frame: u64, code: &CodeInfo) -> Result<Vec<Local>> {
         let l = self.layout();
         let n = code.varnames.len().min(MAX_LOCALS);
-        let raw = self
-            .mem()
-            .read_vec(frame + l.frame.localsplus as u64, n * 8, MAX_LOCALS * 8)?;
+        let raw = self.mem().read_vec(
+            frame.wrapping_add(l.frame.localsplus as u64),
+            n * 8,
+            MAX_LOCALS * 8,
+        )?;
         let mut out = Vec::new();
         for (i, name) in code.varnames.iter().enumerate().take(n) {
             let mut value = raw.u64_at(i * 8);
@@ -337,7 +341,7 @@ impl<'a, M: MemoryReader + ?Sized> Walker<'a, M> {
                     if self.objects.type_name_of(value).ok().as_deref() == Some("cell") {
                         value = self
                             .mem()
-                            .read_u64(value + l.objects.cell_ref as u64)
+                            .read_u64(value.wrapping_add(l.objects.cell_ref as u64))
                             .unwrap_or(0);
                     }
                 }

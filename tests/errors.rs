@@ -75,10 +75,11 @@ fn dump_non_python_process() {
         .spawn()
         .expect("spawn sleep");
     let sleeper = ChildGuard(child);
-    // Let `sleep` finish exec'ing so that the process really is /bin/sleep.
-    let exe = format!("/proc/{}/exe", sleeper.pid());
+    // Let `sleep` finish exec'ing so that the process really is /bin/sleep: the exe link
+    // changes before the new binary is mapped, so wait for the mapping.
+    let maps = format!("/proc/{}/maps", sleeper.pid());
     for _ in 0..200 {
-        if fs::read_link(&exe).is_ok_and(|p| p.to_string_lossy().contains("sleep")) {
+        if fs::read_to_string(&maps).is_ok_and(|m| m.contains("/sleep")) {
             break;
         }
         std::thread::sleep(Duration::from_millis(10));

@@ -70,10 +70,15 @@ fn check(root: Option<&str>, python: &str) {
         let by_symbol = find(&process);
         let by_scan = find_with(&process, Symbols::Ignore);
         if let (Ok(by_symbol), Ok(by_scan)) = (&by_symbol, &by_scan) {
+            // The target is not paused and may still be starting up: a failed walk is retried.
             let mut walker = Walker::new(&process, &by_scan.layout);
-            let tstates = walker.thread_states(by_scan.interp).expect("threads");
-            let stack = walker.stack(tstates[0], false).expect("stack");
-            if stack.frames.first().map(|f| &*f.name) == Some("parked_here") {
+            let stack = walker
+                .thread_states(by_scan.interp)
+                .ok()
+                .and_then(|tstates| walker.stack(*tstates.first()?, false).ok());
+            if let Some(stack) =
+                stack.filter(|s| s.frames.first().map(|f| &*f.name) == Some("parked_here"))
+            {
                 assert_eq!(by_scan.interp, by_symbol.interp, "{python}");
                 assert_eq!(by_scan.layout.version, by_symbol.layout.version);
                 assert_eq!(stack.frames[0].line, Some(3), "{python}");
