@@ -363,3 +363,56 @@ impl<'a, M: MemoryReader + ?Sized> Walker<'a, M> {
 /// Low bits of a `_PyStackRef` (3.14+) that tag, rather than address, the object; objects
 /// are at least 8-byte aligned so masking three bits is always safe.
 const TAG_BITS: u64 = 0b111;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::{layout_for, supported_versions};
+    use crate::memory::FakeMemory;
+
+    /// An address space of pseudo-random words, many of which point back into it, so the
+    /// walker follows long chains of garbage.
+    fn garbage(seed: u64, base: u64, len: usize) -> FakeMemory {
+        let mut state = seed | 1;
+        let mut bytes = Vec::with_capacity(len);
+        while bytes.len() < len {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let word = match state % 4 {
+                0 => base + (state >> 8) % len as u64,
+                1 => (state >> 16) % 64,
+                2 => u64::MAX - (state % 64),
+                _ => state,
+            };
+            bytes.extend_from_slice(&word.to_le_bytes());
+        }
+        let mut mem = FakeMemory::new();
+        mem.map(base, bytes);
+        mem
+    }
+
+    #[test]
+    fn garbage_memory_never_panics_or_hangs() {
+        for name in supported_versions() {
+            let ft = name.ends_with('t');
+            let (major, minor) = name.trim_end_matches('t').split_once('.').unwrap();
+            let layout =
+                layout_for(major.parse().unwrap(), minor.parse().unwrap(), ft, None).unwrap();
+            for seed in 1..40u64 {
+                let base = 0x10_0000;
+                let mem = garbage(seed * 7919, base, 1 << 15);
+                let mut walker = Walker::new(&mem, &layout);
+                for start in (0..64).map(|i| base + i * 136) {
+                    let _ = walker.thread_states(start);
+                    if let Ok(stack) = walker.stack(start, true) {
+                        assert!(stack.frames.len() <= MAX_FRAMES);
+                    }
+                    let _ = walker.objects().repr(start);
+                    let _ = walker.objects().dict_items(start, 100);
+                    let _ = walker.objects().instance_attr(start, "_name");
+                }
+            }
+        }
+    }
+}
