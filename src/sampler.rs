@@ -118,12 +118,13 @@ impl<P: Process> Sampler<P> {
                 }
                 result = walker.stack(*tstate, options.locals);
             }
-            if let Err(err) = &result {
-                // A vanished process is not one unreadable thread: the whole dump is over.
-                if is_process_gone(err) {
-                    return Err(result.unwrap_err().context("reading thread stacks"));
+            // A vanished process is not one unreadable thread: the whole snapshot is over.
+            let result = match result {
+                Err(err) if is_process_gone(&err) => {
+                    return Err(err.context("reading thread stacks"));
                 }
-            }
+                other => other,
+            };
             stacks.push((*tstate, result));
         }
         let names = threads::thread_names(walker.objects(), interp);
