@@ -30,6 +30,7 @@ pub fn run(options: DumpOptions, out: &mut dyn Write) -> Result<()> {
     let snapshot = sampler.snapshot(SnapshotOptions {
         locals: options.locals,
         nonblocking: options.nonblocking,
+        thread_names: true,
     })?;
     let interpreter = sampler.interpreter();
     let info = ProcessInfo {

@@ -17,13 +17,23 @@ fn main() -> ExitCode {
     }));
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
+        Err(e) if e.use_stderr() => {
+            // Usage errors get one line like every other error; clap's own text spans
+            // several (the error, a blank line, a pointer to --help).
+            let text = e.render().to_string();
+            let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+            let first = first.trim_start_matches("error: ");
+            eprintln!("Error: {first} (see --help)");
+            return ExitCode::from(e.exit_code() as u8);
+        }
         Err(e) => {
+            // --help and --version.
             let _ = e.print();
             return ExitCode::from(e.exit_code() as u8);
         }
     };
     match std::panic::catch_unwind(|| run(cli)) {
-        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Ok(code)) => ExitCode::from(code),
         Ok(Err(err)) if errors::is_broken_pipe(&err) => ExitCode::SUCCESS,
         Ok(Err(err)) => {
             eprintln!("Error: {}", errors::one_line(&err));
@@ -33,10 +43,14 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    let stdout = io::stdout();
-    let mut out = BufWriter::new(stdout.lock());
+/// Runs the request; returns the exit code.
+fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.into_request() {
-        Request::Dump(options) => py_spy::dump::run(options, &mut out),
+        Request::Dump(options) => {
+            let stdout = io::stdout();
+            let mut out = BufWriter::new(stdout.lock());
+            py_spy::dump::run(options, &mut out).map(|()| 0)
+        }
+        Request::Record(options) => py_spy::record::run(options),
     }
 }

@@ -1,7 +1,9 @@
 //! Taking a snapshot of every Python thread of a process: its stack, OS id, name, whether
 //! it runs and whether it holds the GIL. `dump` takes one; `record` and `top` take many.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
@@ -9,11 +11,16 @@ use crate::interpreter::{self, Interpreter};
 use crate::memory::is_process_gone;
 use crate::process::{Process, ThreadActivity};
 use crate::threads;
-use crate::walker::{Frame, Walker};
+use crate::walker::{CodeCache, Frame, Walker};
 
 /// Attempts at reading one thread's stack before reporting it as unreadable: without
 /// pausing, a running thread can change its stack under us.
 const STACK_ATTEMPTS: usize = 3;
+/// Thread names change rarely; reading them walks dictionaries, so a sampler rereads
+/// them at most this often, or sooner when a thread it has no name for appears...
+const NAMES_MAX_AGE: Duration = Duration::from_secs(1);
+/// ...but not more often than this, so a burst of new threads does not cost a read each.
+const NAMES_MIN_AGE: Duration = Duration::from_millis(100);
 
 /// What to collect.
 #[derive(Debug, Clone, Copy, Default)]
@@ -22,6 +29,8 @@ pub struct SnapshotOptions {
     pub locals: bool,
     /// Read without stopping the target (less consistent, no pause).
     pub nonblocking: bool,
+    /// Read the names `threading` gave the threads (cached between snapshots).
+    pub thread_names: bool,
 }
 
 /// One thread at the moment of the snapshot.
@@ -52,10 +61,21 @@ pub struct Snapshot {
     pub threads: Vec<ThreadSnapshot>,
 }
 
-/// A process with its interpreter located.
+/// A process with its interpreter located, and what it learnt in earlier snapshots.
 pub struct Sampler<P: Process> {
     process: P,
     interpreter: Interpreter,
+    state: RefCell<State>,
+}
+
+/// What does not change between snapshots, or changes slowly.
+#[derive(Default)]
+struct State {
+    codes: CodeCache,
+    names: HashMap<u64, String>,
+    names_read: Option<Instant>,
+    /// Where this C library keeps the kernel tid in `struct pthread` (before 3.11).
+    tid_offset: Option<usize>,
 }
 
 impl<P: Process> Sampler<P> {
@@ -65,6 +85,7 @@ impl<P: Process> Sampler<P> {
         Ok(Sampler {
             process,
             interpreter,
+            state: RefCell::new(State::default()),
         })
     }
 
@@ -102,7 +123,24 @@ impl<P: Process> Sampler<P> {
         activity: &HashMap<i32, ThreadActivity>,
     ) -> Result<Snapshot> {
         let interp = &self.interpreter;
-        let mut walker = Walker::new(&self.process, &interp.layout);
+        let mut state = self.state.borrow_mut();
+        let mut codes = std::mem::take(&mut state.codes);
+        codes.begin_pass();
+        let mut walker = Walker::with_cache(&self.process, &interp.layout, codes);
+        let result = self.read_with(&mut walker, &mut state, options, os_tids, activity);
+        state.codes = walker.into_cache();
+        result
+    }
+
+    fn read_with(
+        &self,
+        walker: &mut Walker<'_, P>,
+        state: &mut State,
+        options: SnapshotOptions,
+        os_tids: &[i32],
+        activity: &HashMap<i32, ThreadActivity>,
+    ) -> Result<Snapshot> {
+        let interp = &self.interpreter;
         let mut tstates = walker
             .thread_states(interp.interp)
             .context("reading the thread list")?;
@@ -127,14 +165,36 @@ impl<P: Process> Sampler<P> {
             };
             stacks.push((*tstate, result));
         }
-        let names = threads::thread_names(walker.objects(), interp);
-        let needs_mapping = interp.layout.thread.native_thread_id.is_none();
         let pthreads: Vec<u64> = stacks
             .iter()
             .filter_map(|(_, s)| s.as_ref().ok().map(|s| s.python_thread_id))
             .collect();
+        if options.thread_names {
+            let age = state.names_read.map(|t| t.elapsed());
+            let unnamed = pthreads.iter().any(|p| !state.names.contains_key(p));
+            let stale = match age {
+                None => true,
+                Some(age) => age >= NAMES_MAX_AGE || (unnamed && age >= NAMES_MIN_AGE),
+            };
+            if stale {
+                state.names = threads::thread_names(walker.objects(), interp);
+                state.names_read = Some(Instant::now());
+            }
+        }
+        let names = &state.names;
+        let needs_mapping = interp.layout.thread.native_thread_id.is_none();
         let os_ids = if needs_mapping {
-            threads::os_thread_ids(&self.process, &pthreads, os_tids)
+            let known = state.tid_offset.and_then(|offset| {
+                threads::os_thread_ids_at(&self.process, &pthreads, os_tids, offset)
+            });
+            match known {
+                Some(ids) => ids,
+                None => {
+                    let (ids, offset) = threads::os_thread_ids(&self.process, &pthreads, os_tids);
+                    state.tid_offset = offset;
+                    ids
+                }
+            }
         } else {
             HashMap::new()
         };
@@ -152,7 +212,11 @@ impl<P: Process> Sampler<P> {
                     ThreadSnapshot {
                         os_thread_id,
                         python_thread_id: stack.python_thread_id,
-                        name: names.get(&stack.python_thread_id).cloned(),
+                        name: if options.thread_names {
+                            names.get(&stack.python_thread_id).cloned()
+                        } else {
+                            None
+                        },
                         active,
                         owns_gil: gil == Some(tstate),
                         frames: stack.frames,

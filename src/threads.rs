@@ -14,17 +14,17 @@ const PTHREAD_SCAN_BYTES: usize = 0x800;
 const MAX_NAMED_THREADS: usize = 4096;
 
 /// Maps `pthread_t` values (`PyThreadState.thread_id`, before 3.11 the only id recorded) to
-/// OS thread ids.
+/// OS thread ids, and says at which offset of `struct pthread` it found them.
 ///
 /// `pthread_t` points at the thread's `struct pthread`, which stores the kernel tid at an
 /// offset the C library chooses. We find the one offset at which every thread's struct
-/// holds a distinct tid of this process, and read all of them there.
+/// holds a distinct tid of this process, and read all of them there. Later samples pass
+/// that offset to [`os_thread_ids_at`] instead of scanning again.
 pub fn os_thread_ids<M: MemoryReader + ?Sized>(
     mem: &M,
     pthread_ids: &[u64],
     os_tids: &[i32],
-) -> HashMap<u64, i32> {
-    let mut out = HashMap::new();
+) -> (HashMap<u64, i32>, Option<usize>) {
     let tids: HashSet<i32> = os_tids.iter().copied().collect();
     let blocks: Vec<(u64, Vec<u8>)> = pthread_ids
         .iter()
@@ -36,19 +36,40 @@ pub fn os_thread_ids<M: MemoryReader + ?Sized>(
         })
         .collect();
     if blocks.is_empty() {
-        return out;
+        return (HashMap::new(), None);
     }
     for offset in (0..PTHREAD_SCAN_BYTES).step_by(4) {
         let found: Vec<i32> = blocks.iter().map(|(_, b)| b.i32_at(offset)).collect();
-        let distinct: HashSet<i32> = found.iter().copied().collect();
-        if distinct.len() == found.len() && found.iter().all(|t| *t > 0 && tids.contains(t)) {
-            for ((p, _), tid) in blocks.iter().zip(found) {
-                out.insert(*p, tid);
-            }
-            return out;
+        if plausible(&found, &tids) {
+            let map = blocks.iter().map(|(p, _)| *p).zip(found).collect();
+            return (map, Some(offset));
         }
     }
-    out
+    (HashMap::new(), None)
+}
+
+/// Reads the OS thread ids at a known `struct pthread` offset: one small read per thread.
+/// `None` when what is there is not a distinct live tid for every thread (the C library
+/// differs from the one the offset was learnt on, or a read failed): scan again then.
+pub fn os_thread_ids_at<M: MemoryReader + ?Sized>(
+    mem: &M,
+    pthread_ids: &[u64],
+    os_tids: &[i32],
+    offset: usize,
+) -> Option<HashMap<u64, i32>> {
+    let tids: HashSet<i32> = os_tids.iter().copied().collect();
+    let pthreads: Vec<u64> = pthread_ids.iter().copied().filter(|p| *p != 0).collect();
+    let found = pthreads
+        .iter()
+        .map(|p| mem.read_i32(p.wrapping_add(offset as u64)).ok())
+        .collect::<Option<Vec<i32>>>()?;
+    plausible(&found, &tids).then(|| pthreads.into_iter().zip(found).collect())
+}
+
+/// Every value is a distinct tid of the process.
+fn plausible(found: &[i32], tids: &HashSet<i32>) -> bool {
+    let distinct: HashSet<i32> = found.iter().copied().collect();
+    distinct.len() == found.len() && found.iter().all(|t| *t > 0 && tids.contains(t))
 }
 
 /// Thread names by `threading` ident, from `sys.modules['threading']._active`.
@@ -144,8 +165,16 @@ mod tests {
             block[0x10..0x14].copy_from_slice(&100i32.to_le_bytes());
             mem.map(addr, block);
         }
-        let ids = os_thread_ids(&mem, &[0x10000, 0x20000], &[100, 101, 102]);
+        let (ids, offset) = os_thread_ids(&mem, &[0x10000, 0x20000], &[100, 101, 102]);
         assert_eq!(ids.get(&0x10000), Some(&100));
         assert_eq!(ids.get(&0x20000), Some(&101));
+        assert_eq!(offset, Some(0x2d0));
+        let again = os_thread_ids_at(&mem, &[0x10000, 0x20000], &[100, 101], 0x2d0);
+        assert_eq!(again, Some(ids));
+        // A tid that is no longer alive means the offset must be learnt again.
+        assert_eq!(
+            os_thread_ids_at(&mem, &[0x10000, 0x20000], &[100], 0x2d0),
+            None
+        );
     }
 }

@@ -2,8 +2,10 @@
 //!
 //! Written once against [`Layout`]: the frame model decides how the first frame is found
 //! and how positions are read, nothing else differs. Code objects are decoded once and
-//! cached by address, with their line tables.
+//! cached by address, with their line tables; a cache kept across samples checks each
+//! entry once per pass, because a freed code object's address may be reused.
 
+use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -24,6 +26,8 @@ const MAX_LINETABLE: usize = 1 << 20;
 const MAX_FRAME_BYTES: usize = 1024;
 /// Most local variables we read for one frame.
 const MAX_LOCALS: usize = 1024;
+/// Largest fixed part of a code object struct we read (all are well under this).
+const MAX_CODE_BYTES: usize = 1024;
 
 /// What we keep of a code object.
 #[derive(Debug, Clone)]
@@ -36,12 +40,65 @@ pub struct CodeInfo {
     pub first_line: i32,
     /// The raw line table.
     pub linetable: Rc<[u8]>,
-    /// Names of the fast locals (`co_varnames` / `co_localsplusnames`).
-    pub varnames: Rc<[Rc<str>]>,
-    /// `co_localspluskinds` (3.11+), one byte per name.
-    pub kinds: Rc<[u8]>,
     /// How many leading locals are arguments (positional, keyword-only, *args, **kwargs).
     pub arg_count: usize,
+    /// The tuple of local names and the bytes of their kinds, read only when locals are
+    /// asked for: sampling never needs them.
+    varnames_tuple: u64,
+    kinds_bytes: u64,
+    locals_names: OnceCell<LocalNames>,
+}
+
+/// Names of the fast locals (`co_varnames` / `co_localsplusnames`) and, on 3.11+, their
+/// kinds (`co_localspluskinds`, one byte per name).
+#[derive(Debug, Clone)]
+struct LocalNames {
+    names: Rc<[Rc<str>]>,
+    kinds: Rc<[u8]>,
+}
+
+/// What identifies the code object at an address: if any of these changed, the object
+/// was freed and another one took its place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CodeFingerprint {
+    name: u64,
+    filename: u64,
+    linetable: u64,
+    first_line: i32,
+}
+
+#[derive(Debug)]
+struct CachedCode {
+    info: Rc<CodeInfo>,
+    fingerprint: CodeFingerprint,
+    /// The pass in which the entry was last known to be current.
+    checked: u64,
+}
+
+/// Decoded code objects by address, kept across samples of one process.
+#[derive(Debug, Default)]
+pub struct CodeCache {
+    entries: HashMap<u64, CachedCode>,
+    code_type: Option<u64>,
+    pass: u64,
+}
+
+impl CodeCache {
+    /// Starts a sampling pass: every entry is checked against the target once before it
+    /// is used again.
+    pub fn begin_pass(&mut self) {
+        self.pass += 1;
+    }
+
+    /// Code objects cached.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
 }
 
 /// One local variable of a frame.
@@ -64,6 +121,8 @@ pub struct Frame {
     pub filename: Rc<str>,
     /// The line being executed, as `traceback` reports it.
     pub line: Option<i32>,
+    /// The function's first line (`co_firstlineno`).
+    pub first_line: i32,
     /// Arguments and locals, when asked for.
     pub locals: Option<Vec<Local>>,
 }
@@ -86,18 +145,26 @@ pub struct ThreadStack {
 /// Walks threads and stacks of one interpreter.
 pub struct Walker<'a, M: MemoryReader + ?Sized> {
     objects: ObjectReader<'a, M>,
-    codes: HashMap<u64, Rc<CodeInfo>>,
-    code_type: Option<u64>,
+    cache: CodeCache,
 }
 
 impl<'a, M: MemoryReader + ?Sized> Walker<'a, M> {
-    /// A walker over `mem` with `layout`.
+    /// A walker over `mem` with `layout` and an empty cache.
     pub fn new(mem: &'a M, layout: &'a Layout) -> Self {
+        Self::with_cache(mem, layout, CodeCache::default())
+    }
+
+    /// A walker reusing the code objects decoded by an earlier one of the same process.
+    pub fn with_cache(mem: &'a M, layout: &'a Layout, cache: CodeCache) -> Self {
         Walker {
             objects: ObjectReader::new(mem, layout),
-            codes: HashMap::new(),
-            code_type: None,
+            cache,
         }
+    }
+
+    /// The cache, to hand to the next walker of this process.
+    pub fn into_cache(self) -> CodeCache {
+        self.cache
     }
 
     /// The object reader this walker uses.
@@ -245,6 +312,7 @@ impl<'a, M: MemoryReader + ?Sized> Walker<'a, M> {
                 name: code.name.clone(),
                 filename: code.filename.clone(),
                 line,
+                first_line: code.first_line,
                 locals,
             }),
         ))
@@ -253,50 +321,68 @@ impl<'a, M: MemoryReader + ?Sized> Walker<'a, M> {
     /// Whether `addr` is a code object (the code type is learnt from its name once).
     fn is_code(&mut self, addr: u64) -> Result<bool> {
         let tp = self.objects.type_of(addr)?;
-        if let Some(code_type) = self.code_type {
+        if let Some(code_type) = self.cache.code_type {
             return Ok(tp == code_type);
         }
         if self.objects.type_name(tp)? == "code" {
-            self.code_type = Some(tp);
+            self.cache.code_type = Some(tp);
             return Ok(true);
         }
         Ok(false)
     }
 
-    /// The decoded code object at `addr`, from the cache when seen before.
+    /// The decoded code object at `addr`, from the cache when it is still the same object.
     pub fn code(&mut self, addr: u64) -> Result<Rc<CodeInfo>> {
-        if let Some(code) = self.codes.get(&addr) {
-            return Ok(code.clone());
+        let pass = self.cache.pass;
+        if let Some(entry) = self.cache.entries.get(&addr) {
+            if entry.checked == pass {
+                return Ok(entry.info.clone());
+            }
         }
         let l = self.layout();
-        let o = &self.objects;
-        let block = self.mem().read_vec(addr, l.code.size, 1 << 16)?;
-        let name_ptr = match l.code.qualname {
-            Some(q) => block.u64_at(q),
-            None => block.u64_at(l.code.name),
+        let mut buf = [0u8; MAX_CODE_BYTES];
+        let Some(block) = buf.get_mut(..l.code.size) else {
+            bail!(
+                "code layout of {} bytes exceeds {MAX_CODE_BYTES}",
+                l.code.size
+            );
         };
-        let name: Rc<str> = o.read_string(name_ptr).context("function name")?.into();
-        let filename: Rc<str> = o
-            .read_string(block.u64_at(l.code.filename))
-            .context("filename")?
-            .into();
-        let table_obj = block.u64_at(l.code.linetable);
+        self.mem().read(addr, block)?;
+        let block = &*block;
+        let fingerprint = CodeFingerprint {
+            name: block.u64_at(l.code.qualname.unwrap_or(l.code.name)),
+            filename: block.u64_at(l.code.filename),
+            linetable: block.u64_at(l.code.linetable),
+            first_line: block.i32_at(l.code.firstlineno),
+        };
+        if let Some(entry) = self.cache.entries.get_mut(&addr) {
+            if entry.fingerprint == fingerprint {
+                entry.checked = pass;
+                return Ok(entry.info.clone());
+            }
+        }
+        let info = Rc::new(self.decode_code(block, fingerprint)?);
+        self.cache.entries.insert(
+            addr,
+            CachedCode {
+                info: info.clone(),
+                fingerprint,
+                checked: pass,
+            },
+        );
+        Ok(info)
+    }
+
+    fn decode_code(&self, block: &[u8], fp: CodeFingerprint) -> Result<CodeInfo> {
+        let l = self.layout();
+        let o = &self.objects;
+        let name: Rc<str> = o.read_string(fp.name).context("function name")?.into();
+        let filename: Rc<str> = o.read_string(fp.filename).context("filename")?.into();
         let linetable: Rc<[u8]> = o
-            .read_bytes_prefix(table_obj, MAX_LINETABLE)
+            .read_bytes_prefix(fp.linetable, MAX_LINETABLE)
             .context("line table")?
             .0
             .into();
-        let names = o.tuple_items(block.u64_at(l.code.varnames), MAX_LOCALS)?;
-        let varnames: Rc<[Rc<str>]> = names
-            .iter()
-            .map(|n| o.read_string(*n).map(Rc::from))
-            .collect::<Result<Vec<_>>>()
-            .context("variable names")?
-            .into();
-        let kinds: Rc<[u8]> = match l.code.localspluskinds {
-            Some(k) => o.read_bytes_prefix(block.u64_at(k), MAX_LOCALS)?.0.into(),
-            None => Rc::from(Vec::new()),
-        };
         let flags = block.u32_at(l.code.flags);
         let mut arg_count = block.i32_at(l.code.argcount).max(0) as usize;
         if let Some(kw) = l.code.kwonlyargcount {
@@ -304,35 +390,58 @@ impl<'a, M: MemoryReader + ?Sized> Walker<'a, M> {
         }
         arg_count += usize::from(flags & l.code.varargs_flag != 0);
         arg_count += usize::from(flags & l.code.varkeywords_flag != 0);
-        let info = Rc::new(CodeInfo {
+        Ok(CodeInfo {
             name,
             filename,
-            first_line: block.i32_at(l.code.firstlineno),
+            first_line: fp.first_line,
             linetable,
-            varnames,
-            kinds,
             arg_count,
-        });
-        self.codes.insert(addr, info.clone());
-        Ok(info)
+            varnames_tuple: block.u64_at(l.code.varnames),
+            kinds_bytes: l.code.localspluskinds.map_or(0, |k| block.u64_at(k)),
+            locals_names: OnceCell::new(),
+        })
+    }
+
+    /// The names (and kinds) of `code`'s fast locals, read on first use.
+    fn local_names(&self, code: &CodeInfo) -> Result<LocalNames> {
+        if let Some(names) = code.locals_names.get() {
+            return Ok(names.clone());
+        }
+        let o = &self.objects;
+        let items = o.tuple_items(code.varnames_tuple, MAX_LOCALS)?;
+        let names: Rc<[Rc<str>]> = items
+            .iter()
+            .map(|n| o.read_string(*n).map(Rc::from))
+            .collect::<Result<Vec<_>>>()
+            .context("variable names")?
+            .into();
+        let kinds: Rc<[u8]> = if self.layout().code.localspluskinds.is_some() {
+            o.read_bytes_prefix(code.kinds_bytes, MAX_LOCALS)?.0.into()
+        } else {
+            Rc::from(Vec::new())
+        };
+        let names = LocalNames { names, kinds };
+        let _ = code.locals_names.set(names.clone());
+        Ok(names)
     }
 
     /// Arguments and locals of the frame at `frame` running `code`.
     fn locals(&self, frame: u64, code: &CodeInfo) -> Result<Vec<Local>> {
         let l = self.layout();
-        let n = code.varnames.len().min(MAX_LOCALS);
+        let LocalNames { names, kinds } = self.local_names(code)?;
+        let n = names.len().min(MAX_LOCALS);
         let raw = self.mem().read_vec(
             frame.wrapping_add(l.frame.localsplus as u64),
             n * 8,
             MAX_LOCALS * 8,
         )?;
         let mut out = Vec::new();
-        for (i, name) in code.varnames.iter().enumerate().take(n) {
+        for (i, name) in names.iter().enumerate().take(n) {
             let mut value = raw.u64_at(i * 8);
             if l.tagged_stackrefs {
                 value &= !TAG_BITS;
             }
-            if let (Some(fast), Some(kind)) = (l.code.fast_kinds, code.kinds.get(i)) {
+            if let (Some(fast), Some(kind)) = (l.code.fast_kinds, kinds.get(i)) {
                 if kind & fast.hidden != 0 {
                     continue;
                 }

@@ -5,12 +5,13 @@
 //! needs the target's cooperation, and nothing survives us: if the profiler dies while the
 //! target is paused, the kernel detaches and the target resumes.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::ffi::c_void;
 use std::fs::{self, File};
 use std::io::{self, IoSliceMut};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Mutex;
 
 use anyhow::{anyhow, bail, Context, Result};
 use nix::errno::Errno;
@@ -270,6 +271,18 @@ fn waiting_syscall(nr: i64) -> bool {
     }
 }
 
+/// Exit statuses of processes that `wait_for_stop` reaped: a launched program is both our
+/// child and our tracee, so waiting for its threads to stop can consume its exit status.
+static REAPED: Mutex<BTreeMap<i32, libc::c_int>> = Mutex::new(BTreeMap::new());
+
+/// The raw wait status of `pid` if a pause reaped it (once; the entry is removed).
+pub fn take_reaped_status(pid: i32) -> Option<libc::c_int> {
+    REAPED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&pid)
+}
+
 /// Waits for a seized and interrupted thread to report a stop. Returns the signal to give
 /// back when detaching (non-zero only for a signal-delivery stop, which would otherwise
 /// swallow the signal), or `None` if the thread exited instead.
@@ -289,6 +302,14 @@ fn wait_for_stop(tid: i32) -> Result<Option<i32>> {
             }
         }
         if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+            // If this was our own child (a launched program), its exit status was just
+            // consumed here; keep it for whoever waits for the program.
+            if r == tid {
+                REAPED
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(tid, status);
+            }
             return Ok(None);
         }
         if libc::WIFSTOPPED(status) {

@@ -14,7 +14,7 @@ use crate::memory::MemoryReader;
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
-pub use linux::LinuxProcess;
+pub use linux::{take_reaped_status, LinuxProcess};
 
 /// Marks an error as the OS refusing us access to the target (ptrace not permitted,
 /// `/proc/PID` files unreadable). Platform code attaches it to the error chain so that the

@@ -1,9 +1,10 @@
-//! Rendering a snapshot for people (py-spy's `dump` layout) and for programs (JSON).
+//! `dump`'s output: a snapshot for people (py-spy's layout) and for programs (JSON).
 
 use std::io::{self, Write};
 
 use serde_json::{json, Value};
 
+use super::short_filename;
 use crate::sampler::{Snapshot, ThreadSnapshot};
 
 /// What the header says about the process.
@@ -26,45 +27,6 @@ pub struct ProcessInfo {
 pub struct RenderOptions {
     /// Print full paths instead of short filenames.
     pub full_filenames: bool,
-}
-
-/// The part of a path people recognise: what follows the last `site-packages/`,
-/// `dist-packages/` or `lib/pythonX.Y/` directory, or else the file name. Pseudo-filenames
-/// like `<string>` or `<made-up/file.py>` are not paths and stay whole.
-pub fn short_filename(path: &str) -> &str {
-    if path.starts_with('<') && path.ends_with('>') {
-        return path;
-    }
-    let mut best: Option<usize> = None;
-    for marker in ["/site-packages/", "/dist-packages/"] {
-        if let Some(at) = path.rfind(marker) {
-            best = best.max(Some(at + marker.len()));
-        }
-    }
-    if best.is_none() {
-        // ".../lib/python3.12/..." (also "python3.13t", "python2.7").
-        let mut search = path;
-        let mut base = 0;
-        while let Some(at) = search.find("/lib/python") {
-            let rest = &search[at + "/lib/python".len()..];
-            if let Some(slash) = rest.find('/') {
-                let version = &rest[..slash];
-                if !version.is_empty()
-                    && version
-                        .chars()
-                        .all(|c| c.is_ascii_digit() || c == '.' || c == 't')
-                {
-                    best = Some(base + at + "/lib/python".len() + slash + 1);
-                }
-            }
-            base += at + 1;
-            search = &search[at + 1..];
-        }
-    }
-    match best {
-        Some(at) if at < path.len() => &path[at..],
-        _ => path.rsplit('/').next().unwrap_or(path),
-    }
 }
 
 fn status(thread: &ThreadSnapshot) -> &'static str {
@@ -183,32 +145,4 @@ pub fn to_json(process: &ProcessInfo, snapshot: &Snapshot) -> Value {
         },
         "threads": threads,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn short_filenames() {
-        assert_eq!(short_filename("/home/me/app.py"), "app.py");
-        assert_eq!(
-            short_filename("/root/.pyenv/versions/3.12.1/lib/python3.12/threading.py"),
-            "threading.py"
-        );
-        assert_eq!(
-            short_filename("/usr/lib/python3.11/concurrent/futures/thread.py"),
-            "concurrent/futures/thread.py"
-        );
-        assert_eq!(
-            short_filename("/v/lib/python3.13t/site-packages/requests/api.py"),
-            "requests/api.py"
-        );
-        assert_eq!(
-            short_filename("/usr/lib/python3/dist-packages/apt/cache.py"),
-            "apt/cache.py"
-        );
-        assert_eq!(short_filename("<made-up/фантом.py>"), "<made-up/фантом.py>");
-        assert_eq!(short_filename("<string>"), "<string>");
-    }
 }
