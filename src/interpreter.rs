@@ -216,10 +216,12 @@ fn locate_interpreter(
             .and_then(|addr| process.read_u64(addr).ok()),
         _ => None,
     };
-    if let Some(interp) = by_symbol {
-        if interp != 0 && validate(process, layout, interp) {
-            return Ok(interp);
-        }
+    match by_symbol {
+        Some(interp) if interp != 0 && validate(process, layout, interp) => return Ok(interp),
+        // The symbol says there is no interpreter yet (or any more). Scanning could not do
+        // better and would cost a launched program's first moments, which `record` polls.
+        Some(0) => bail!(not_running(layout)),
+        _ => {}
     }
     for section in [".PyRuntime", ".bss", ".data"] {
         let Some(s) = binary.section(section) else {
@@ -229,7 +231,11 @@ fn locate_interpreter(
             return Ok(interp);
         }
     }
-    bail!(
+    bail!(not_running(layout))
+}
+
+fn not_running(layout: &Layout) -> String {
+    format!(
         "found Python {} but no running interpreter in it (is it starting up or exiting?)",
         layout.version
     )

@@ -15,7 +15,7 @@ use crate::output::file::OutputFile;
 use crate::output::{self, short_filename, Format};
 use crate::process::{LinuxProcess, Process};
 use crate::profile::{FrameInfo, FrameKind, ProfileBuilder, ThreadInfo, ThreadKey};
-use crate::sampler::{Sampler, Snapshot, SnapshotOptions, ThreadSnapshot};
+use crate::sampler::{Sampler, Snapshot, SnapshotOptions};
 use crate::schedule::{Schedule, Wake};
 use crate::signals::{StopSignal, StopSignals};
 use crate::targets::{Event, Target, Targets};
@@ -107,8 +107,8 @@ pub fn run(options: RecordOptions) -> Result<u8> {
     let mut recording = Recording::new(&options, title);
     let ending = recording.sample(&mut targets, launched.as_mut(), &mut signals);
     let elapsed = recording.elapsed();
-    let Recording { builder, stats, .. } = recording;
-    let profile = builder.finish(elapsed);
+    let profile = recording.finish(elapsed);
+    let stats = recording.stats;
     let samples = profile.total_samples();
     let path = output.path().to_path_buf();
     // The file's own errors already name the path.
@@ -204,7 +204,10 @@ struct Recording<'o> {
     builder: ProfileBuilder,
     frames: HashMap<CodeLine, u32>,
     process_frames: HashMap<i32, u32>,
-    thread_frames: HashMap<ThreadKey, (Option<String>, u32)>,
+    /// Root frame of each thread (`--threads`), labelled when the recording ends, with the
+    /// name the thread had last: names are read now and then, and a new thread may be
+    /// sampled before its name is known.
+    thread_frames: HashMap<ThreadKey, (u32, u32)>,
     truncated_frame: Option<u32>,
     /// Processes whose interpreter has no GIL (free-threaded).
     no_gil: Vec<i32>,
@@ -233,6 +236,21 @@ impl<'o> Recording<'o> {
 
     fn elapsed(&self) -> f64 {
         self.start.elapsed().as_secs_f64()
+    }
+
+    /// The profile so far (the builder is left empty).
+    fn finish(&mut self, elapsed: f64) -> crate::profile::Profile {
+        let builder = std::mem::take(&mut self.builder);
+        let mut profile = builder.finish(elapsed);
+        for (frame, thread) in self.thread_frames.values() {
+            if let (Some(f), Some(t)) = (
+                profile.frames.get_mut(*frame as usize),
+                profile.threads.get(*thread as usize),
+            ) {
+                f.name = t.label();
+            }
+        }
+        profile
     }
 
     /// Samples until something ends the recording, and says what.
@@ -396,25 +414,11 @@ impl<'o> Recording<'o> {
             if !keep || thread.frames.is_empty() {
                 continue;
             }
-            stack.clear();
-            if self.options.subprocesses {
-                stack.push(self.process_frame(target));
-            }
             let key = ThreadKey {
                 pid: target.pid,
                 python_thread_id: thread.python_thread_id,
                 os_thread_id: thread.os_thread_id,
             };
-            if self.options.threads {
-                stack.push(self.thread_frame(key, thread));
-            }
-            if thread.truncated {
-                let id = self.truncated_frame();
-                stack.push(id);
-            }
-            for frame in thread.frames.iter().rev() {
-                stack.push(self.python_frame(frame));
-            }
             let index = self.builder.thread_id(key, || ThreadInfo {
                 pid: target.pid,
                 command_line: target.command_line.clone(),
@@ -423,6 +427,20 @@ impl<'o> Recording<'o> {
                 name: thread.name.clone(),
             });
             self.builder.set_thread_name(index, thread.name.as_deref());
+            stack.clear();
+            if self.options.subprocesses {
+                stack.push(self.process_frame(target));
+            }
+            if self.options.threads {
+                stack.push(self.thread_frame(key, index));
+            }
+            if thread.truncated {
+                let id = self.truncated_frame();
+                stack.push(id);
+            }
+            for frame in thread.frames.iter().rev() {
+                stack.push(self.python_frame(frame));
+            }
             self.builder.add(time, weight, index, &stack);
         }
         self.builder.give_scratch(stack);
@@ -477,27 +495,19 @@ impl<'o> Recording<'o> {
         id
     }
 
-    fn thread_frame(&mut self, key: ThreadKey, thread: &ThreadSnapshot) -> u32 {
-        if let Some((name, id)) = self.thread_frames.get(&key) {
-            if *name == thread.name {
-                return *id;
-            }
+    fn thread_frame(&mut self, key: ThreadKey, index: u32) -> u32 {
+        if let Some((frame, _)) = self.thread_frames.get(&key) {
+            return *frame;
         }
-        let info = ThreadInfo {
-            pid: key.pid,
-            command_line: String::new(),
-            os_thread_id: thread.os_thread_id,
-            python_thread_id: thread.python_thread_id,
-            name: thread.name.clone(),
-        };
-        let id = self.builder.frame_id(&FrameInfo {
-            name: info.label(),
+        // A placeholder unique to the thread; `finish` puts the real label in.
+        let frame = self.builder.frame_id(&FrameInfo {
+            name: format!("thread {key:?}"),
             file: None,
             line: None,
             kind: FrameKind::Thread,
         });
-        self.thread_frames.insert(key, (thread.name.clone(), id));
-        id
+        self.thread_frames.insert(key, (frame, index));
+        frame
     }
 
     fn truncated_frame(&mut self) -> u32 {

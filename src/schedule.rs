@@ -173,7 +173,11 @@ mod tests {
         assert!((200..=301).contains(&ticks), "{ticks} ticks");
         // Slots skipped after the last sample belong to no sample.
         assert!(s.skipped() >= ticks - samples, "{} skipped", s.skipped());
-        assert!(s.skipped() <= ticks - samples + 10, "{} skipped", s.skipped());
+        assert!(
+            s.skipped() <= ticks - samples + 10,
+            "{} skipped",
+            s.skipped()
+        );
     }
 
     #[test]
