@@ -18,7 +18,7 @@ use crate::profile::{FrameInfo, FrameKind, ProfileBuilder, ThreadInfo, ThreadKey
 use crate::sampler::{Sampler, Snapshot, SnapshotOptions};
 use crate::schedule::{Schedule, Wake};
 use crate::signals::{StopSignal, StopSignals};
-use crate::targets::{Event, Target, Targets};
+use crate::targets::{Change, Event, Target, Targets};
 use crate::walker::Frame;
 
 /// How long a launched program is watched closely (every millisecond) for its interpreter
@@ -174,6 +174,12 @@ impl Stats {
                 eprintln!("py-spy: the program {exit}");
             }
         }
+        if *ending == Ending::Exec {
+            eprintln!(
+                "py-spy: the program stopped running Python (it exec'd another program); \
+                 recording stopped"
+            );
+        }
         if self.passes == 0 {
             eprintln!(
                 "py-spy: warning: no samples were taken (the program ended before its \
@@ -294,7 +300,6 @@ impl<'o> Recording<'o> {
         let mut schedule = Schedule::new(self.options.rate, duration);
         self.start = schedule.start();
         let period = schedule.period().as_secs_f64();
-        let mut was_sampling_root = targets.root_sampling();
         let ending = loop {
             let wake = schedule.wait(|| {
                 if let Some(signal) = signals.pending().into_iter().next() {
@@ -323,19 +328,6 @@ impl<'o> Recording<'o> {
             for event in targets.refresh() {
                 self.note(event);
             }
-            let root_sampling = targets.root_sampling();
-            if was_sampling_root && !root_sampling {
-                // The root stopped being Python: it exited, or exec'd another program.
-                let gone =
-                    launched.is_none() && !Path::new(&format!("/proc/{}", targets.root())).exists();
-                if gone {
-                    break Ending::Exited(None);
-                }
-                if !self.options.subprocesses {
-                    break Ending::Exec;
-                }
-            }
-            was_sampling_root = root_sampling;
             if !targets.any_sampling() {
                 continue;
             }
@@ -343,13 +335,17 @@ impl<'o> Recording<'o> {
             let time = (began - self.start).as_secs_f64();
             let weight = ticks as f64 * period;
             let mut failed = Vec::new();
+            let mut succeeded = Vec::new();
             for (target, sampler) in targets.sampling() {
                 match sampler.snapshot(SnapshotOptions {
                     locals: false,
                     nonblocking: self.options.nonblocking,
                     thread_names: self.options.threads || self.options.format.needs_timeline(),
                 }) {
-                    Ok(snapshot) => self.add(target, &snapshot, time, weight),
+                    Ok(snapshot) => {
+                        self.add(target, &snapshot, time, weight);
+                        succeeded.push(target.pid);
+                    }
                     Err(err) => {
                         // A process that exits is the end of its samples, not an error.
                         if !is_process_gone(&err) {
@@ -365,8 +361,24 @@ impl<'o> Recording<'o> {
             self.stats.longest_sample = self.stats.longest_sample.max(took);
             self.stats.first_pass.get_or_insert(began);
             self.stats.last_pass = Some(began);
+            for pid in succeeded {
+                targets.sample_succeeded(pid);
+            }
+            let mut end = None;
             for (pid, err) in failed {
-                targets.sample_failed(pid, &err);
+                let change = targets.sample_failed(pid, &err);
+                if pid != targets.root() {
+                    continue;
+                }
+                match change {
+                    Some(Change::Exited) => end = Some(Ending::Exited(None)),
+                    // Without --subprocesses nothing else could be sampled.
+                    Some(Change::Reset) if !self.options.subprocesses => end = Some(Ending::Exec),
+                    _ => {}
+                }
+            }
+            if let Some(end) = end {
+                break end;
             }
         };
         self.stats.late = schedule.late();

@@ -124,10 +124,12 @@ impl Schedule {
             None => 1,
         };
         self.last_slot = Some(self.slot);
-        // The next slot is the one after the slot we are in now: slots that passed while
-        // this sample was late are skipped, not made up for with a burst.
+        // The next slot is the following one, or the one we are in now if that is later:
+        // slots that passed entirely while this sample was late are skipped, not made up
+        // for with a burst. (If the next deadline already passed within the current slot,
+        // the sample is taken at once, and is not late.)
         let current = ((now - self.start).as_secs_f64() / self.period.as_secs_f64()) as u64;
-        let next = (self.slot + 1).max(current + 1);
+        let next = (self.slot + 1).max(current);
         self.skipped += next - self.slot - 1;
         self.slot = next;
         self.next_deadline = self.deadline(next);

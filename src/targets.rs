@@ -24,6 +24,8 @@ const LONGEST_RETRY: Duration = Duration::from_secs(1);
 const MAX_PROCESSES: usize = 1024;
 /// Deepest descendant tree followed.
 const MAX_DEPTH: usize = 64;
+/// Failed samples in a row after which a process's interpreter is looked for again.
+const MAX_FAILURES: u32 = 20;
 
 /// One process of the recording.
 pub struct Target {
@@ -39,6 +41,8 @@ enum State {
     Sampling {
         sampler: Box<Sampler<LinuxProcess>>,
         exe: Option<PathBuf>,
+        /// Samples that failed in a row.
+        failures: u32,
     },
     /// Not (yet) Python: look again at `retry`, or when the executable changes.
     Waiting {
@@ -107,6 +111,7 @@ impl Targets {
                 state: State::Sampling {
                     sampler: Box::new(sampler),
                     exe,
+                    failures: 0,
                 },
             },
         );
@@ -220,6 +225,7 @@ impl Targets {
                 target.state = State::Sampling {
                     sampler: Box::new(sampler),
                     exe: current_exe,
+                    failures: 0,
                 };
                 Some(Event::Attached {
                     pid,
@@ -277,15 +283,24 @@ impl Targets {
         }
     }
 
-    /// Handles a failed sample of `pid`: a process that exited is dropped, one that
-    /// `exec`ed another program is looked at anew. Returns whether it was dropped or reset.
-    pub fn sample_failed(&mut self, pid: i32, err: &anyhow::Error) -> bool {
-        let Some(target) = self.targets.get_mut(&pid) else {
-            return false;
+    /// Notes a good sample of `pid`.
+    pub fn sample_succeeded(&mut self, pid: i32) {
+        if let Some(State::Sampling { failures, .. }) =
+            self.targets.get_mut(&pid).map(|t| &mut t.state)
+        {
+            *failures = 0;
+        }
+    }
+
+    /// Handles a failed sample of `pid`: a process that exited is dropped; one that
+    /// `exec`ed another program, or that keeps failing (it may have `exec`ed the same
+    /// program again), is looked at anew. Says which, if either.
+    pub fn sample_failed(&mut self, pid: i32, err: &anyhow::Error) -> Option<Change> {
+        let target = self.targets.get_mut(&pid)?;
+        let State::Sampling { exe, failures, .. } = &mut target.state else {
+            return None;
         };
-        let State::Sampling { exe, .. } = &target.state else {
-            return false;
-        };
+        *failures += 1;
         let current_exe = fs::read_link(format!("/proc/{pid}/exe")).ok();
         if is_process_gone(err) || current_exe.is_none() {
             if pid == self.root {
@@ -294,14 +309,24 @@ impl Targets {
             } else {
                 self.targets.remove(&pid);
             }
-            return true;
+            return Some(Change::Exited);
         }
-        if current_exe != *exe {
+        if current_exe != *exe || *failures >= MAX_FAILURES {
             target.state = waiting(current_exe, "exec'd another program".to_owned());
-            return true;
+            return Some(Change::Reset);
         }
-        false
+        None
     }
+}
+
+/// What a failed sample revealed about a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// It exited.
+    Exited,
+    /// It runs another program now, or could not be read many times in a row; its
+    /// interpreter is looked for again.
+    Reset,
 }
 
 fn waiting(exe: Option<PathBuf>, why: String) -> State {
