@@ -105,6 +105,12 @@ pub fn run(options: RecordOptions) -> Result<u8> {
     };
 
     let mut recording = Recording::new(&options, title);
+    if let Some((_, sampler)) = targets.sampling().next() {
+        // Attach mode: the root was found before the recording existed.
+        if sampler.interpreter().layout.version.free_threaded {
+            recording.free_threaded(targets.root(), &version_of(sampler));
+        }
+    }
     let ending = recording.sample(&mut targets, launched.as_mut(), &mut signals);
     let elapsed = recording.elapsed();
     let profile = recording.finish(elapsed);
@@ -395,17 +401,24 @@ impl<'o> Recording<'o> {
                 free_threaded,
             } => {
                 eprintln!("py-spy: sampling process {pid} (Python {version})");
-                if free_threaded && self.options.gil {
-                    eprintln!(
-                        "py-spy: warning: --gil: process {pid} runs free-threaded Python \
-                         {version}, which has no GIL; recording all its active threads instead"
-                    );
-                    self.no_gil.push(pid);
+                if free_threaded {
+                    self.free_threaded(pid, &version);
                 }
             }
             Event::Skipped { pid, why } => {
                 eprintln!("py-spy: not sampling process {pid}: {why}");
             }
+        }
+    }
+
+    /// Notes that `pid` has no GIL: `--gil` cannot apply to it, and says so.
+    fn free_threaded(&mut self, pid: i32, version: &str) {
+        if self.options.gil {
+            eprintln!(
+                "py-spy: warning: --gil: process {pid} runs free-threaded Python {version}, \
+                 which has no GIL; recording all its active threads instead"
+            );
+            self.no_gil.push(pid);
         }
     }
 
@@ -497,7 +510,7 @@ impl<'o> Recording<'o> {
             name: format!(
                 "process {}: \"{}\"",
                 target.pid,
-                ellipsize(&target.command_line, 100)
+                one_line(&target.command_line)
             ),
             file: None,
             line: None,
@@ -614,14 +627,20 @@ fn version_of(sampler: &Sampler<LinuxProcess>) -> String {
     s
 }
 
-/// `text` on one line (control characters as spaces), cut to `max` characters with an
-/// ellipsis.
+/// `text` on one line: control characters (newlines of a `-c` program) as spaces.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// `text` on one line, cut to `max` characters with an ellipsis.
 fn ellipsize(text: &str, max: usize) -> String {
-    let one_line = text.chars().map(|c| if c.is_control() { ' ' } else { c });
-    if text.chars().count() <= max {
-        return one_line.collect();
+    let line = one_line(text);
+    if line.chars().count() <= max {
+        return line;
     }
-    let mut out: String = one_line.take(max.saturating_sub(1)).collect();
+    let mut out: String = line.chars().take(max.saturating_sub(1)).collect();
     out.push('…');
     out
 }

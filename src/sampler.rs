@@ -103,15 +103,28 @@ impl<P: Process> Sampler<P> {
     /// resumed before this returns, whatever happens.
     pub fn snapshot(&self, options: SnapshotOptions) -> Result<Snapshot> {
         let os_tids = self.process.threads().context("listing threads")?;
-        // Activity must be read before pausing: a stopped thread looks stopped.
-        let activity: HashMap<i32, ThreadActivity> = os_tids
+        // Activity is read before pausing: a stopped thread's state letter says only that
+        // it is stopped. Idle threads (most of a server's) are settled by this read.
+        let mut activity: HashMap<i32, ThreadActivity> = os_tids
             .iter()
             .filter_map(|t| self.process.thread_activity(*t).ok().map(|a| (*t, a)))
             .collect();
         let _pause = if options.nonblocking {
             None
         } else {
-            Some(self.process.pause().context("pausing the process")?)
+            let pause = self.process.pause().context("pausing the process")?;
+            // A thread that looked runnable may only be on its way back into a wait that
+            // our previous pause interrupted (on a busy machine it can sit runnable for
+            // milliseconds). Stopped, its `syscall` file tells: the call it is in, or
+            // none while it runs Python.
+            for (tid, state) in activity.iter_mut() {
+                if *state == ThreadActivity::Active {
+                    if let Ok(now) = self.process.thread_activity(*tid) {
+                        *state = now;
+                    }
+                }
+            }
+            Some(pause)
         };
         self.read_threads(options, &os_tids, &activity)
     }

@@ -226,6 +226,7 @@ fn is_waiting_syscall_x86_64(nr: i64) -> bool {
         | 128   // rt_sigtimedwait
         | 130   // rt_sigsuspend
         | 202   // futex
+        | 219   // restart_syscall: resuming one of these after an interruption (ours)
         | 220   // semtimedop
         | 230   // clock_nanosleep
         | 232   // epoll_wait

@@ -11,6 +11,8 @@
 // Each test crate uses a different part of this module.
 #![allow(dead_code)]
 
+pub mod profiles;
+
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -407,6 +409,329 @@ pub fn run_py_spy(args: &[&str], timeout: Duration) -> Run {
         stdout: String::from_utf8_lossy(&out_reader.join().unwrap()).into_owned(),
         stderr: String::from_utf8_lossy(&err_reader.join().unwrap()).into_owned(),
     }
+}
+
+/// A working directory for one test: the place for the files a script writes and reads,
+/// with the scripts reachable by the interpreter (copied into the chroot for chroot
+/// interpreters; host interpreters run `tests/scripts` in place). Removed on drop unless
+/// the test is failing.
+pub struct Workdir {
+    pub interp: Interpreter,
+    /// The directory on the host.
+    pub dir: PathBuf,
+    /// The same directory as the Python program sees it (differs inside a chroot).
+    seen_dir: String,
+    /// Where the scripts are, as the Python program sees it.
+    seen_scripts: String,
+}
+
+impl Workdir {
+    pub fn new(interp: &Interpreter) -> Workdir {
+        let unique = format!(
+            "{}-{}-{}",
+            interp.label,
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        match &interp.launch {
+            Launch::Host { .. } => {
+                let dir = std::env::temp_dir().join("pyspy-tests").join(&unique);
+                let _ = fs::remove_dir_all(&dir);
+                fs::create_dir_all(&dir).expect("create the test directory");
+                Workdir {
+                    interp: interp.clone(),
+                    seen_dir: dir.to_string_lossy().into_owned(),
+                    dir,
+                    seen_scripts: scripts_dir().to_string_lossy().into_owned(),
+                }
+            }
+            Launch::Chroot { root, .. } => {
+                let inside = format!("/tmp/pyspy-tests/{unique}");
+                let dir = root.join(inside.trim_start_matches('/'));
+                let _ = fs::remove_dir_all(&dir);
+                fs::create_dir_all(&dir)
+                    .unwrap_or_else(|e| panic!("create {} in the chroot: {e}", dir.display()));
+                for entry in fs::read_dir(scripts_dir()).expect("list tests/scripts") {
+                    let entry = entry.expect("read tests/scripts");
+                    if entry.file_type().map(|t| t.is_file()).unwrap_or(false) {
+                        fs::copy(entry.path(), dir.join(entry.file_name()))
+                            .expect("copy a script into the chroot");
+                    }
+                }
+                Workdir {
+                    interp: interp.clone(),
+                    dir,
+                    seen_dir: inside.clone(),
+                    seen_scripts: inside,
+                }
+            }
+        }
+    }
+
+    /// `name` inside the directory, as a host path.
+    pub fn host(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// `name` inside the directory, as the Python program sees it.
+    pub fn seen(&self, name: &str) -> String {
+        format!("{}/{name}", self.seen_dir)
+    }
+
+    /// The path of a script as the Python program sees it (its `co_filename`).
+    pub fn script(&self, script: &str) -> String {
+        format!("{}/{script}", self.seen_scripts)
+    }
+
+    /// The command (program first) that runs `script ARGS` under the interpreter; for a
+    /// chroot interpreter `chroot ROOT PYTHON ...` (chroot execs Python: same pid).
+    pub fn command(&self, script: &str, args: &[&str]) -> Vec<String> {
+        let mut command = Vec::new();
+        match &self.interp.launch {
+            Launch::Host { python } => command.push(python.to_string_lossy().into_owned()),
+            Launch::Chroot { root, python } => {
+                command.push("chroot".to_string());
+                command.push(root.to_string_lossy().into_owned());
+                command.push(python.clone());
+            }
+        }
+        command.push(self.script(script));
+        command.extend(args.iter().map(|a| a.to_string()));
+        command
+    }
+
+    /// The Python process's `/proc/PID/cmdline`, joined by spaces, for `command(script,
+    /// args)`.
+    pub fn python_cmdline(&self, script: &str, args: &[&str]) -> String {
+        let command = self.command(script, args);
+        let skip = match self.interp.launch {
+            Launch::Host { .. } => 0,
+            Launch::Chroot { .. } => 2,
+        };
+        command[skip..].join(" ")
+    }
+
+    /// Starts `script ARGS` (stdout and stderr into `<stem>.stdout` / `<stem>.stderr`
+    /// here); the process is killed when the guard drops.
+    pub fn spawn(&self, script: &str, args: &[&str]) -> ChildGuard {
+        let command = self.command(script, args);
+        let stem = script.trim_end_matches(".py");
+        let stdout = fs::File::create(self.host(&format!("{stem}.stdout"))).expect("stdout");
+        let stderr = fs::File::create(self.host(&format!("{stem}.stderr"))).expect("stderr");
+        let child = Command::new(&command[0])
+            .args(&command[1..])
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .env("PYTHONIOENCODING", "utf-8")
+            .spawn()
+            .unwrap_or_else(|e| panic!("{}: cannot start {command:?}: {e}", self.interp.label));
+        ChildGuard(child)
+    }
+
+    /// What a script started by [`Workdir::spawn`] wrote on stdout and stderr.
+    pub fn script_output(&self, script: &str) -> String {
+        let stem = script.trim_end_matches(".py");
+        let read =
+            |ext: &str| fs::read_to_string(self.host(&format!("{stem}.{ext}"))).unwrap_or_default();
+        format!(
+            "--- {script} stdout ---\n{}--- {script} stderr ---\n{}",
+            read("stdout"),
+            read("stderr")
+        )
+    }
+
+    /// Waits for the JSON file `name` (written by `child`, which must keep running) and
+    /// parses it. Panics with the script's output if the child exits or after `timeout`.
+    pub fn wait_json(
+        &self,
+        name: &str,
+        child: &mut ChildGuard,
+        script: &str,
+        timeout: Duration,
+    ) -> Value {
+        let path = self.host(name);
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(text) = fs::read_to_string(&path) {
+                return serde_json::from_str(&text).unwrap_or_else(|e| {
+                    panic!(
+                        "{}: bad JSON in {}: {e}\n{text}",
+                        self.interp.label,
+                        path.display()
+                    )
+                });
+            }
+            if let Ok(Some(status)) = child.0.try_wait() {
+                panic!(
+                    "{}: {script} exited ({status}) before writing {name}\n{}",
+                    self.interp.label,
+                    self.script_output(script)
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: no {} after {timeout:?}\n{}",
+                self.interp.label,
+                path.display(),
+                self.script_output(script)
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Reads and parses a JSON file of the directory.
+    pub fn read_json(&self, name: &str) -> Result<Value, String> {
+        let path = self.host(name);
+        let text = fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        serde_json::from_str(&text).map_err(|e| format!("bad JSON in {}: {e}", path.display()))
+    }
+}
+
+impl Drop for Workdir {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            eprintln!(
+                "{}: kept the test directory {}",
+                self.interp.label,
+                self.dir.display()
+            );
+        } else {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// A `py-spy` process started by [`spawn_py_spy`], its output collected in the background.
+pub struct RunningPySpy {
+    args: Vec<String>,
+    child: ChildGuard,
+    started: Instant,
+    out_reader: thread::JoinHandle<Vec<u8>>,
+    /// Everything py-spy wrote on stderr so far (the reader appends as it reads).
+    err_buffer: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    err_reader: thread::JoinHandle<()>,
+}
+
+/// Starts the binary under test with `args` (stdin from /dev/null, output piped).
+pub fn spawn_py_spy<S: AsRef<str>>(args: &[S]) -> RunningPySpy {
+    let args: Vec<String> = args.iter().map(|a| a.as_ref().to_string()).collect();
+    let started = Instant::now();
+    let mut child = Command::new(PY_SPY)
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {PY_SPY}: {e}"));
+    let mut out = child.stdout.take().expect("stdout pipe");
+    let mut err = child.stderr.take().expect("stderr pipe");
+    let out_reader = thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = out.read_to_end(&mut buf);
+        buf
+    });
+    let err_buffer = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = err_buffer.clone();
+    let err_reader = thread::spawn(move || {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match err.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => sink.lock().unwrap().extend_from_slice(&chunk[..n]),
+            }
+        }
+    });
+    RunningPySpy {
+        args,
+        child: ChildGuard(child),
+        started,
+        out_reader,
+        err_buffer,
+        err_reader,
+    }
+}
+
+impl RunningPySpy {
+    pub fn pid(&self) -> u32 {
+        self.child.pid()
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.0.try_wait(), Ok(None))
+    }
+
+    /// What py-spy wrote on stderr so far.
+    pub fn stderr_so_far(&self) -> String {
+        String::from_utf8_lossy(&self.err_buffer.lock().unwrap()).into_owned()
+    }
+
+    /// Waits until stderr has a line starting with `prefix`; false if py-spy exits first
+    /// or `timeout` passes.
+    pub fn wait_for_stderr_line(&mut self, prefix: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.stderr_so_far().lines().any(|l| l.starts_with(prefix)) {
+                return true;
+            }
+            if !self.running() {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGINT`) to py-spy.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: plain syscall on the pid of a child that has not been reaped yet.
+        let rc = unsafe { libc::kill(self.child.pid() as i32, signal) };
+        assert_eq!(rc, 0, "kill({}, {signal}) failed", self.child.pid());
+    }
+
+    /// Waits for it to exit; kills it and panics after `timeout`. Returns the run and the
+    /// wall time from start to exit.
+    pub fn wait(mut self, timeout: Duration) -> (Run, Duration) {
+        let deadline = self.started + timeout;
+        let status = loop {
+            if let Some(status) = self.child.0.try_wait().expect("wait for py-spy") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.0.kill();
+                let status = self.child.0.wait().expect("reap py-spy");
+                let stdout = String::from_utf8_lossy(&self.out_reader.join().unwrap_or_default())
+                    .into_owned();
+                let _ = self.err_reader.join();
+                let stderr = String::from_utf8_lossy(&self.err_buffer.lock().unwrap()).into_owned();
+                panic!(
+                    "py-spy {} did not finish within {timeout:?} ({status})\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
+                    self.args.join(" ")
+                );
+            }
+            thread::sleep(Duration::from_millis(5));
+        };
+        let elapsed = self.started.elapsed();
+        let stdout =
+            String::from_utf8_lossy(&self.out_reader.join().unwrap_or_default()).into_owned();
+        let _ = self.err_reader.join();
+        let run = Run {
+            args: self.args.clone(),
+            status,
+            stdout,
+            stderr: String::from_utf8_lossy(&self.err_buffer.lock().unwrap()).into_owned(),
+        };
+        (run, elapsed)
+    }
+}
+
+/// The state letter of `/proc/PID/stat` (`R`, `S`, `t`, `T`, `Z`...), if the process
+/// exists.
+pub fn process_state(pid: u32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
 
 /// The contract's short filename: the part after the rightmost `/site-packages/`,
