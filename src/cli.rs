@@ -90,11 +90,24 @@ struct RecordArgs {
     #[arg(short, long, value_enum, default_value = "flamegraph")]
     format: FormatArg,
     /// Samples per second.
-    #[arg(short, long, value_name = "RATE", default_value = "100", value_parser = parse_rate)]
+    #[arg(
+        short,
+        long,
+        value_name = "RATE",
+        default_value = "100",
+        value_parser = parse_rate,
+        allow_negative_numbers = true
+    )]
     rate: f64,
     /// Stop after this many seconds of wall-clock time (fractions allowed) [default: until
     /// the program exits or Ctrl-C].
-    #[arg(short, long, value_name = "SECONDS", value_parser = parse_duration)]
+    #[arg(
+        short,
+        long,
+        value_name = "SECONDS",
+        value_parser = parse_duration,
+        allow_negative_numbers = true
+    )]
     duration: Option<f64>,
     /// Include idle threads (waiting for I/O, a lock, or sleeping).
     #[arg(short, long)]

@@ -1190,6 +1190,49 @@ fn check_exits(interp: &Interpreter, report: &mut Report) {
         );
     }
 
+    // `-- python -m module args`: the module runs as __main__ and keeps its exit code.
+    // PYTHONPATH is set through `env`, which execs the interpreter (or chroot) in place.
+    let out = wd.host("exit-module.txt");
+    let out_arg = arg(&out);
+    let mut args: Vec<String> = ["record", "-f", "raw", "-o", &out_arg, "--", "env"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.push(format!(
+        "PYTHONPATH={}",
+        wd.script(script).trim_end_matches(&format!("/{script}"))
+    ));
+    let command = wd.command(script, &["3", "0.3"]);
+    let script_arg = wd.script(script);
+    for part in command {
+        if part == script_arg {
+            args.push("-m".into());
+            args.push(script.trim_end_matches(".py").into());
+        } else {
+            args.push(part);
+        }
+    }
+    let args_ref: Vec<&str> = args.iter().map(String::as_str).collect();
+    let run = run_py_spy(&args_ref, RUN_TIMEOUT);
+    let mut errors = run_errors(&run, false);
+    if run.status.code() != Some(3) {
+        errors.push(format!("exit status {} (expected 3)", run.status));
+    }
+    if let Some((_, folded)) = raw_profile(&run, &out, &mut errors) {
+        if folded.labels_of("busy_exit").keys().ne([&hot]) {
+            errors.push(format!(
+                "busy_exit labels {:?}, expected only {hot:?}",
+                folded.labels_of("busy_exit")
+            ));
+        }
+    }
+    report.check(
+        &format!("{label} launch mode, python -m record_exit 3"),
+        errors,
+        Some(&run),
+        "",
+    );
+
     // Attach mode, no -d: the target exits after 1.5 s; py-spy writes what it has.
     let mut child = wd.spawn(script, &["0", "1.5", &wd.seen("ready.json")]);
     wd.wait_json("ready.json", &mut child, script, READY_TIMEOUT);
