@@ -288,13 +288,11 @@ fn write_trace(profile: &Profile, out: &mut dyn Write) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::folded::tests::{py, root, sample_profile, thread};
+    use crate::output::folded::tests::{py, render_json, root, sample_profile, thread};
     use crate::profile::ProfileBuilder;
 
     fn render(profile: &Profile) -> Value {
-        let mut out = Vec::new();
-        write(profile, &mut out).unwrap();
-        serde_json::from_slice(&out).unwrap()
+        render_json(write, profile)
     }
 
     fn events(json: &Value) -> &Vec<Value> {

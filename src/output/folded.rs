@@ -143,6 +143,16 @@ pub(crate) mod tests {
     }
 
     /// Two threads: main spends 3 samples in `work` and 1 in `main`; a worker 2 in `wait`.
+    /// What a JSON writer (`speedscope::write`, `chrometrace::write`) makes of `profile`.
+    pub(crate) fn render_json(
+        write: fn(&Profile, &mut dyn std::io::Write) -> anyhow::Result<()>,
+        profile: &Profile,
+    ) -> serde_json::Value {
+        let mut out = Vec::new();
+        write(profile, &mut out).unwrap();
+        serde_json::from_slice(&out).unwrap()
+    }
+
     pub(crate) fn sample_profile() -> Profile {
         let mut b = ProfileBuilder::new(true, 0.01, "python app.py".into());
         let module = b.frame_id(&py("<module>", 10));

@@ -183,14 +183,12 @@ pub fn write(profile: &Profile, out: &mut dyn Write) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::folded::tests::{py, root, sample_profile, thread};
+    use crate::output::folded::tests::{py, render_json, root, sample_profile, thread};
     use crate::profile::ProfileBuilder;
     use serde_json::Value;
 
     fn render(profile: &Profile) -> Value {
-        let mut out = Vec::new();
-        write(profile, &mut out).unwrap();
-        serde_json::from_slice(&out).unwrap()
+        render_json(write, profile)
     }
 
     fn weight_sum(profile: &Value) -> f64 {
