@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::dump::DumpOptions;
 use crate::output::Format;
 use crate::record::{RecordOptions, RecordTarget};
+use crate::top::TopOptions;
 
 /// Highest sampling rate accepted: beyond it a sample could not even be read in time.
 pub const MAX_RATE: f64 = 100_000.0;
@@ -34,6 +35,76 @@ enum Command {
     Record(RecordArgs),
     /// Print every thread's current Python stack once (for hung or slow programs).
     Dump(DumpArgs),
+    /// Live view of the functions taking the most time, like `top` (q to quit).
+    Top(TopArgs),
+}
+
+/// What `record` and `top` sample: a running process or a program to start.
+#[derive(Debug, Args)]
+struct TargetArgs {
+    /// PID of a running Python program.
+    #[arg(
+        short,
+        long,
+        value_name = "PID",
+        value_parser = clap::value_parser!(i32).range(1..),
+        required_unless_present = "command",
+        conflicts_with = "command"
+    )]
+    pid: Option<i32>,
+    /// The program to start, with its arguments, after `--`.
+    #[arg(last = true, value_name = "PROGRAM")]
+    command: Vec<String>,
+}
+
+impl TargetArgs {
+    fn into_target(self) -> RecordTarget {
+        match self.pid {
+            Some(pid) => RecordTarget::Pid(pid),
+            None => RecordTarget::Command(self.command),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+#[command(arg_required_else_help = true)]
+struct TopArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Samples per second.
+    #[arg(
+        short,
+        long,
+        value_name = "RATE",
+        default_value = "100",
+        value_parser = parse_rate,
+        allow_negative_numbers = true
+    )]
+    rate: f64,
+    /// Seconds between refreshes of the view (fractions allowed).
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value = "1",
+        value_parser = parse_duration,
+        allow_negative_numbers = true
+    )]
+    delay: f64,
+    /// Include idle threads (waiting for I/O, a lock, or sleeping).
+    #[arg(short, long)]
+    idle: bool,
+    /// Only include the thread holding the GIL.
+    #[arg(short, long)]
+    gil: bool,
+    /// Also sample child processes (and theirs).
+    #[arg(short, long)]
+    subprocesses: bool,
+    /// Read without pausing the program (lower overhead, less consistent stacks).
+    #[arg(long)]
+    nonblocking: bool,
+    /// Show full paths instead of short filenames.
+    #[arg(long)]
+    full_filenames: bool,
 }
 
 #[derive(Debug, Args)]
@@ -70,19 +141,8 @@ enum FormatArg {
 #[derive(Debug, Args)]
 #[command(arg_required_else_help = true)]
 struct RecordArgs {
-    /// PID of a running Python program to record.
-    #[arg(
-        short,
-        long,
-        value_name = "PID",
-        value_parser = clap::value_parser!(i32).range(1..),
-        required_unless_present = "command",
-        conflicts_with = "command"
-    )]
-    pid: Option<i32>,
-    /// The program to start and record, with its arguments, after `--`.
-    #[arg(last = true, value_name = "PROGRAM")]
-    command: Vec<String>,
+    #[command(flatten)]
+    target: TargetArgs,
     /// Output file [default: <program>-<timestamp>.<ext> in the current directory].
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
@@ -166,6 +226,8 @@ pub enum Request {
     Record(RecordOptions),
     /// `py-spy dump`.
     Dump(DumpOptions),
+    /// `py-spy top`.
+    Top(TopOptions),
 }
 
 impl Cli {
@@ -179,11 +241,18 @@ impl Cli {
                 full_filenames: a.full_filenames,
                 nonblocking: a.nonblocking,
             }),
+            Command::Top(a) => Request::Top(TopOptions {
+                target: a.target.into_target(),
+                rate: a.rate,
+                delay: a.delay,
+                idle: a.idle,
+                gil: a.gil,
+                subprocesses: a.subprocesses,
+                nonblocking: a.nonblocking,
+                full_filenames: a.full_filenames,
+            }),
             Command::Record(a) => Request::Record(RecordOptions {
-                target: match a.pid {
-                    Some(pid) => RecordTarget::Pid(pid),
-                    None => RecordTarget::Command(a.command),
-                },
+                target: a.target.into_target(),
                 output: a.output,
                 format: match a.format {
                     FormatArg::Flamegraph => Format::Flamegraph,
@@ -253,5 +322,29 @@ mod tests {
         assert!(parse(&["py-spy", "record", "-p", "1", "--", "python"]).is_err());
         assert!(parse(&["py-spy", "record", "-p", "1", "--function", "--nolineno"]).is_err());
         assert!(parse(&["py-spy", "record", "-p", "1", "-f", "svg"]).is_err());
+    }
+
+    #[test]
+    fn top_options() {
+        let Request::Top(t) = parse(&["py-spy", "top", "-p", "7"]).unwrap() else {
+            panic!()
+        };
+        assert!(matches!(t.target, RecordTarget::Pid(7)));
+        assert_eq!((t.rate, t.delay), (100.0, 1.0));
+        let Request::Top(t) = parse(&[
+            "py-spy", "top", "-r", "250", "--delay", "0.5", "-s", "--gil", "--", "python", "a.py",
+        ])
+        .unwrap() else {
+            panic!()
+        };
+        match t.target {
+            RecordTarget::Command(c) => assert_eq!(c, ["python", "a.py"]),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!((t.rate, t.delay), (250.0, 0.5));
+        assert!(t.subprocesses && t.gil && !t.idle);
+        assert!(parse(&["py-spy", "top", "-p", "1", "--delay", "0"]).is_err());
+        assert!(parse(&["py-spy", "top", "-p", "1", "--", "python"]).is_err());
+        assert!(parse(&["py-spy", "top"]).is_err());
     }
 }

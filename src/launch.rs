@@ -1,7 +1,7 @@
 //! Running the program to profile as our child (`py-spy record -- python app.py`) and
 //! learning how it ended.
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
@@ -61,11 +61,29 @@ pub struct Launched {
 impl Launched {
     /// Starts `argv[0]` with the arguments `argv[1..]`, searching `PATH`.
     pub fn spawn(argv: &[String]) -> Result<Launched> {
+        Self::spawn_with(argv, |_| {})
+    }
+
+    /// Like [`Launched::spawn`], with standard input, output and error on `/dev/null`: for
+    /// a program started under a full-screen view (`py-spy top`), whose output would tear
+    /// the screen and whose reads would steal the keys.
+    pub fn spawn_detached_io(argv: &[String]) -> Result<Launched> {
+        Self::spawn_with(argv, |command| {
+            command
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+        })
+    }
+
+    fn spawn_with(argv: &[String], configure: impl FnOnce(&mut Command)) -> Result<Launched> {
         let Some((program, args)) = argv.split_first() else {
             bail!("no program to run was given after `--`");
         };
-        let child = Command::new(program)
-            .args(args)
+        let mut command = Command::new(program);
+        command.args(args);
+        configure(&mut command);
+        let child = command
             .spawn()
             .with_context(|| format!("cannot run `{program}`"))?;
         // The std handle is dropped on purpose: we wait with waitpid ourselves, because

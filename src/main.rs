@@ -17,7 +17,10 @@ fn main() -> ExitCode {
     }));
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) if e.use_stderr() => {
+        Err(e)
+            if e.use_stderr()
+                && e.kind() != clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
+        {
             // Usage errors get one line like every other error; clap's own text spans
             // several (the error, a blank line, a pointer to --help).
             let text = e.render().to_string();
@@ -27,7 +30,7 @@ fn main() -> ExitCode {
             return ExitCode::from(e.exit_code() as u8);
         }
         Err(e) => {
-            // --help and --version.
+            // --help, --version, and the help a bare `py-spy record` gets.
             let _ = e.print();
             return ExitCode::from(e.exit_code() as u8);
         }
@@ -52,5 +55,6 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             py_spy::dump::run(options, &mut out).map(|()| 0)
         }
         Request::Record(options) => py_spy::record::run(options),
+        Request::Top(options) => py_spy::top::run(options),
     }
 }

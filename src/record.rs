@@ -10,20 +10,20 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use crate::launch::{Exit, Launched};
-use crate::memory::is_process_gone;
 use crate::output::file::OutputFile;
 use crate::output::{self, short_filename, Format};
 use crate::process::{LinuxProcess, Process};
 use crate::profile::{FrameInfo, FrameKind, ProfileBuilder, ThreadInfo, ThreadKey};
 use crate::sampler::{Sampler, Snapshot, SnapshotOptions};
+use crate::sampling::{
+    keep_thread, not_python_yet, one_line, sample_all, version_string, watch_launch, LaunchWatch,
+    RootChange,
+};
 use crate::schedule::{Schedule, Wake};
 use crate::signals::{StopSignal, StopSignals};
-use crate::targets::{Change, Event, Target, Targets};
+use crate::targets::{Event, Target, Targets};
 use crate::walker::Frame;
 
-/// How long a launched program is watched closely (every millisecond) for its interpreter
-/// before the normal, slower retries take over.
-const LAUNCH_WATCH: Duration = Duration::from_secs(1);
 /// Below this share of the asked rate, the summary warns that sampling fell behind.
 const BEHIND_RATIO: f64 = 0.95;
 
@@ -81,7 +81,7 @@ pub fn run(options: RecordOptions) -> Result<u8> {
                 "py-spy: recording process {pid} ({}), Python {}, at {} samples/s into {}; \
                  Ctrl-C to stop",
                 ellipsize(&title, 60),
-                version_of(&sampler),
+                version_string(&sampler),
                 options.rate,
                 output.path().display()
             );
@@ -108,7 +108,7 @@ pub fn run(options: RecordOptions) -> Result<u8> {
     if let Some((_, sampler)) = targets.sampling().next() {
         // Attach mode: the root was found before the recording existed.
         if sampler.interpreter().layout.version.free_threaded {
-            recording.free_threaded(targets.root(), &version_of(sampler));
+            recording.free_threaded(targets.root(), &version_string(sampler));
         }
     }
     let ending = recording.sample(&mut targets, launched.as_mut(), &mut signals);
@@ -277,28 +277,20 @@ impl<'o> Recording<'o> {
         // A launched program is watched closely until its interpreter is up, so that the
         // first samples see its first Python code.
         if let Some(child) = launched.as_deref_mut() {
-            let watch = Instant::now();
-            while watch.elapsed() < LAUNCH_WATCH && !targets.root_sampling() {
-                if let Some(event) = targets.attach_root_now() {
-                    self.note(event);
-                    break;
+            match watch_launch(targets, child, signals) {
+                LaunchWatch::Continue(event) => {
+                    if let Some(event) = event {
+                        self.note(event);
+                    }
                 }
-                if let Some(signal) = signals.pending().into_iter().next() {
+                LaunchWatch::Signal(signal) => {
                     forward(child, signal);
                     return Ending::Signal(signal.signal);
                 }
-                if let Some(exit) = child.poll() {
-                    return Ending::Exited(Some(exit));
-                }
-                std::thread::sleep(Duration::from_millis(1));
+                LaunchWatch::Exited(exit) => return Ending::Exited(Some(exit)),
             }
-            if !targets.root_sampling() && !self.options.subprocesses {
-                eprintln!(
-                    "py-spy: process {} has not started Python yet ({}); still waiting \
-                     (use --subprocesses if it starts Python in a child process)",
-                    child.pid(),
-                    targets.root_waiting_reason().unwrap_or("not found")
-                );
+            if let Some(note) = not_python_yet(targets, self.options.subprocesses) {
+                eprintln!("py-spy: {note}");
             }
         }
         self.start = Instant::now();
@@ -340,51 +332,30 @@ impl<'o> Recording<'o> {
             let began = Instant::now();
             let time = (began - self.start).as_secs_f64();
             let weight = ticks as f64 * period;
-            let mut failed = Vec::new();
-            let mut succeeded = Vec::new();
-            for (target, sampler) in targets.sampling() {
-                match sampler.snapshot(SnapshotOptions {
-                    locals: false,
-                    nonblocking: self.options.nonblocking,
-                    thread_names: self.options.threads || self.options.format.needs_timeline(),
-                }) {
-                    Ok(snapshot) => {
-                        self.add(target, &snapshot, time, weight);
-                        succeeded.push(target.pid);
-                    }
-                    Err(err) => {
-                        // A process that exits is the end of its samples, not an error.
-                        if !is_process_gone(&err) {
-                            self.stats.errors += 1;
-                        }
-                        failed.push((target.pid, err));
-                    }
-                }
-            }
+            let options = SnapshotOptions {
+                locals: false,
+                nonblocking: self.options.nonblocking,
+                thread_names: self.options.threads || self.options.format.needs_timeline(),
+            };
+            let mut errors = 0;
+            let change = sample_all(
+                targets,
+                options,
+                self.options.subprocesses,
+                &mut errors,
+                |target, snapshot| self.add(target, snapshot, time, weight),
+            );
+            self.stats.errors += errors;
             let took = began.elapsed();
             self.stats.passes += 1;
             self.stats.sample_time += took;
             self.stats.longest_sample = self.stats.longest_sample.max(took);
             self.stats.first_pass.get_or_insert(began);
             self.stats.last_pass = Some(began);
-            for pid in succeeded {
-                targets.sample_succeeded(pid);
-            }
-            let mut end = None;
-            for (pid, err) in failed {
-                let change = targets.sample_failed(pid, &err);
-                if pid != targets.root() {
-                    continue;
-                }
-                match change {
-                    Some(Change::Exited) => end = Some(Ending::Exited(None)),
-                    // Without --subprocesses nothing else could be sampled.
-                    Some(Change::Reset) if !self.options.subprocesses => end = Some(Ending::Exec),
-                    _ => {}
-                }
-            }
-            if let Some(end) = end {
-                break end;
+            match change {
+                Some(RootChange::Exited) => break Ending::Exited(None),
+                Some(RootChange::Exec) => break Ending::Exec,
+                None => {}
             }
         };
         self.stats.late = schedule.late();
@@ -431,12 +402,7 @@ impl<'o> Recording<'o> {
                 self.stats.errors += 1;
                 continue;
             }
-            let keep = if use_gil {
-                thread.owns_gil
-            } else {
-                self.options.idle || thread.active
-            };
-            if !keep || thread.frames.is_empty() {
+            if !keep_thread(thread, use_gil, self.options.idle) || thread.frames.is_empty() {
                 continue;
             }
             let key = ThreadKey {
@@ -613,25 +579,6 @@ fn wait_for_exit(child: &mut Launched, signals: &mut StopSignals, ending: &Endin
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-}
-
-fn version_of(sampler: &Sampler<LinuxProcess>) -> String {
-    let v = sampler.interpreter().layout.version;
-    let mut s = match v.patch {
-        Some(p) => format!("{}.{}.{p}", v.major, v.minor),
-        None => format!("{}.{}", v.major, v.minor),
-    };
-    if v.free_threaded {
-        s.push('t');
-    }
-    s
-}
-
-/// `text` on one line: control characters (newlines of a `-c` program) as spaces.
-fn one_line(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
 }
 
 /// `text` on one line, cut to `max` characters with an ellipsis.

@@ -14,6 +14,7 @@ use crate::interpreter::NotPython;
 use crate::memory::is_process_gone;
 use crate::process::{is_permission_error, LinuxProcess, Process};
 use crate::sampler::Sampler;
+use crate::sampling::version_string;
 
 /// How often descendants are looked for.
 const SCAN_INTERVAL: Duration = Duration::from_millis(100);
@@ -214,13 +215,8 @@ impl Targets {
         let next_delay = (*delay * 2).min(LONGEST_RETRY);
         match LinuxProcess::open(pid).and_then(Sampler::new) {
             Ok(sampler) => {
-                let layout = &sampler.interpreter().layout;
-                let v = layout.version;
-                let version = match v.patch {
-                    Some(p) => format!("{}.{}.{p}", v.major, v.minor),
-                    None => format!("{}.{}", v.major, v.minor),
-                };
-                let free_threaded = v.free_threaded;
+                let version = version_string(&sampler);
+                let free_threaded = sampler.interpreter().layout.version.free_threaded;
                 target.command_line = command_line(sampler.process());
                 target.state = State::Sampling {
                     sampler: Box::new(sampler),
@@ -229,11 +225,7 @@ impl Targets {
                 };
                 Some(Event::Attached {
                     pid,
-                    version: if free_threaded {
-                        format!("{version}t")
-                    } else {
-                        version
-                    },
+                    version,
                     free_threaded,
                 })
             }

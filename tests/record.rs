@@ -142,24 +142,8 @@ fn raw_profile(run: &Run, out: &Path, errors: &mut Vec<String>) -> Option<(Summa
     Some((summary, folded))
 }
 
-/// The number of the one line of `tests/scripts/<script>` that ends with `# <marker>`.
 fn marker_line(script: &str, marker: &str) -> u32 {
-    let path = common::scripts_dir().join(script);
-    let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let suffix = format!("# {marker}");
-    let hits: Vec<u32> = text
-        .lines()
-        .enumerate()
-        .filter(|(_, line)| line.trim_end().ends_with(&suffix))
-        .map(|(i, _)| i as u32 + 1)
-        .collect();
-    assert_eq!(
-        hits.len(),
-        1,
-        "expected exactly one line ending with {suffix:?} in {}",
-        path.display()
-    );
-    hits[0]
+    common::marker_line(script, marker)
 }
 
 fn arg(path: &Path) -> String {

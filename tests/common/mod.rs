@@ -801,6 +801,27 @@ pub fn unused_pid() -> u32 {
         .expect("a free pid")
 }
 
+/// The number of the one line of `tests/scripts/<script>` that ends with `# <marker>`:
+/// tests find the lines they expect through marker comments, not typed-in numbers.
+pub fn marker_line(script: &str, marker: &str) -> u32 {
+    let path = scripts_dir().join(script);
+    let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let suffix = format!("# {marker}");
+    let hits: Vec<u32> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, line)| line.trim_end().ends_with(&suffix))
+        .map(|(i, _)| i as u32 + 1)
+        .collect();
+    assert_eq!(
+        hits.len(),
+        1,
+        "expected exactly one line ending with {suffix:?} in {}",
+        path.display()
+    );
+    hits[0]
+}
+
 #[cfg(test)]
 mod tests {
     use super::short_filename;

@@ -1,0 +1,148 @@
+//! What `record` and `top` share beyond the sampler: one pass over every process being
+//! sampled, the choice of threads to keep, and how processes are described.
+
+use std::time::{Duration, Instant};
+
+use crate::launch::{Exit, Launched};
+use crate::memory::is_process_gone;
+use crate::process::LinuxProcess;
+use crate::sampler::{Sampler, Snapshot, SnapshotOptions, ThreadSnapshot};
+use crate::signals::{StopSignal, StopSignals};
+use crate::targets::{Change, Event, Target, Targets};
+
+/// How the root process changed during a pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootChange {
+    /// It exited.
+    Exited,
+    /// It no longer runs Python (it `exec`ed another program) and nothing else is sampled.
+    Exec,
+}
+
+/// Takes one snapshot of every process being sampled and hands each to `each`. Failures
+/// are counted in `errors` (a process that exits is the end of its samples, not an error)
+/// and passed to `targets`, which drops or re-examines the process. Says whether the
+/// root exited or stopped being Python; with `subprocesses`, a root that `exec`ed is not
+/// the end, since its children may still be sampled.
+pub fn sample_all(
+    targets: &mut Targets,
+    options: SnapshotOptions,
+    subprocesses: bool,
+    errors: &mut u64,
+    mut each: impl FnMut(&Target, &Snapshot),
+) -> Option<RootChange> {
+    let mut failed = Vec::new();
+    let mut succeeded = Vec::new();
+    for (target, sampler) in targets.sampling() {
+        match sampler.snapshot(options) {
+            Ok(snapshot) => {
+                each(target, &snapshot);
+                succeeded.push(target.pid);
+            }
+            Err(err) => {
+                if !is_process_gone(&err) {
+                    *errors += 1;
+                }
+                failed.push((target.pid, err));
+            }
+        }
+    }
+    for pid in succeeded {
+        targets.sample_succeeded(pid);
+    }
+    let mut root_change = None;
+    for (pid, err) in failed {
+        let change = targets.sample_failed(pid, &err);
+        if pid != targets.root() {
+            continue;
+        }
+        match change {
+            Some(Change::Exited) => root_change = Some(RootChange::Exited),
+            Some(Change::Reset) if !subprocesses => root_change = Some(RootChange::Exec),
+            _ => {}
+        }
+    }
+    root_change
+}
+
+/// Whether a profile keeps `thread`: with `gil` (and a GIL in the process) only the GIL
+/// holder, else running threads, and idle ones too with `idle`.
+pub fn keep_thread(thread: &ThreadSnapshot, gil: bool, idle: bool) -> bool {
+    if gil {
+        thread.owns_gil
+    } else {
+        idle || thread.active
+    }
+}
+
+/// `X.Y.Z`, with a `t` for a free-threaded build.
+pub fn version_string(sampler: &Sampler<LinuxProcess>) -> String {
+    let v = sampler.interpreter().layout.version;
+    let mut s = match v.patch {
+        Some(p) => format!("{}.{}.{p}", v.major, v.minor),
+        None => format!("{}.{}", v.major, v.minor),
+    };
+    if v.free_threaded {
+        s.push('t');
+    }
+    s
+}
+
+/// `text` on one line: control characters (newlines of a `-c` program) as spaces.
+pub fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// How long a launched program is watched closely (every millisecond) for its interpreter
+/// before the normal, slower retries take over.
+const LAUNCH_WATCH: Duration = Duration::from_secs(1);
+
+/// What watching a launched program ended with.
+#[derive(Debug)]
+pub enum LaunchWatch {
+    /// Its interpreter was found (or the watch ran out of time; sampling then goes on
+    /// trying with `Targets`' own delays).
+    Continue(Option<Event>),
+    /// A stop signal arrived first.
+    Signal(StopSignal),
+    /// The program ended first.
+    Exited(Exit),
+}
+
+/// Watches a launched program every millisecond for up to a second, until its interpreter
+/// is found, so that the first samples see its first Python code.
+pub fn watch_launch(
+    targets: &mut Targets,
+    child: &mut Launched,
+    signals: &mut StopSignals,
+) -> LaunchWatch {
+    let watch = Instant::now();
+    while watch.elapsed() < LAUNCH_WATCH && !targets.root_sampling() {
+        if let Some(event) = targets.attach_root_now() {
+            return LaunchWatch::Continue(Some(event));
+        }
+        if let Some(signal) = signals.pending().into_iter().next() {
+            return LaunchWatch::Signal(signal);
+        }
+        if let Some(exit) = child.poll() {
+            return LaunchWatch::Exited(exit);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    LaunchWatch::Continue(None)
+}
+
+/// The note for a launched program that is not Python after the watch, if it is not.
+pub fn not_python_yet(targets: &Targets, subprocesses: bool) -> Option<String> {
+    if targets.root_sampling() || subprocesses {
+        return None;
+    }
+    Some(format!(
+        "process {} has not started Python yet ({}); still waiting (use --subprocesses if \
+         it starts Python in a child process)",
+        targets.root(),
+        targets.root_waiting_reason().unwrap_or("not found")
+    ))
+}
