@@ -23,7 +23,17 @@ pub fn one_line(err: &anyhow::Error) -> String {
         }
     }
     let mut line = parts.join(": ");
-    if is_permission_error(err) {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let is_root = unsafe { libc::geteuid() } == 0;
+    if is_permission_error(err) && is_root {
+        // Root was refused: the usual advice does not apply. The kernel also refuses a
+        // tracer whose capabilities are not a superset of the target's.
+        line.push_str(
+            " (hint: py-spy already runs as root; the target may hold capabilities py-spy \
+             lacks, be in another user namespace, or be protected by a security module \
+             such as SELinux or AppArmor)",
+        );
+    } else if is_permission_error(err) {
         line.push_str(
             " (hint: run as root, or in Docker add --cap-add SYS_PTRACE; \
              a non-root user also needs /proc/sys/kernel/yama/ptrace_scope set to 0)",

@@ -1,9 +1,10 @@
 //! Running the program to profile as our child (`py-spy record -- python app.py`) and
 //! learning how it ended.
 
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
 use crate::process::take_reaped_status;
 
@@ -83,9 +84,37 @@ impl Launched {
         let mut command = Command::new(program);
         command.args(args);
         configure(&mut command);
-        let child = command
-            .spawn()
-            .with_context(|| format!("cannot run `{program}`"))?;
+        let drop_to = crate::privileges::invoking_user();
+        if let Some(user) = drop_to.clone() {
+            // Through sudo, py-spy is root only to read the target; the program runs as
+            // the user who asked for it, with their own home.
+            if let Some(home) = &user.home {
+                command.env("HOME", home);
+            }
+            if let Some(name) = &user.name {
+                command.env("USER", name).env("LOGNAME", name);
+            }
+            // SAFETY: the closure only makes system calls (setgroups, setgid, setuid) on
+            // data allocated before the fork.
+            unsafe {
+                command.pre_exec(move || user.become_user());
+            }
+        }
+        let child = command.spawn().map_err(|err| {
+            let as_whom = match &drop_to {
+                Some(user) => format!(
+                    " as uid {} (the user who ran sudo; py-spy runs the program as them)",
+                    user.uid
+                ),
+                None => String::new(),
+            };
+            if err.kind() == std::io::ErrorKind::PermissionDenied {
+                // Not a ptrace problem: keep the error printer from suggesting root.
+                anyhow::anyhow!("cannot run `{program}`{as_whom}: permission denied")
+            } else {
+                anyhow::Error::new(err).context(format!("cannot run `{program}`{as_whom}"))
+            }
+        })?;
         // The std handle is dropped on purpose: we wait with waitpid ourselves, because
         // pausing the child (ptrace) may reap it, and its status then comes from there.
         Ok(Launched {

@@ -16,6 +16,7 @@ pub mod linetable;
 pub mod memory;
 pub mod objects;
 pub mod output;
+pub mod privileges;
 pub mod process;
 pub mod profile;
 pub mod record;

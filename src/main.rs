@@ -3,13 +3,33 @@
 
 use std::io::{self, BufWriter};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Parser;
 
 use py_spy::cli::{Cli, Request};
 use py_spy::errors;
 
+/// Whether standard output was closed when py-spy started (`py-spy dump >&-`). The Rust
+/// runtime reopens a closed standard stream on /dev/null before `main`, which would turn
+/// the mistake into silent success, so this is noted earlier, by a constructor.
+static STDOUT_CLOSED_AT_START: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn note_closed_stdout() {
+    // SAFETY: F_GETFD only asks whether the descriptor is open.
+    if unsafe { libc::fcntl(1, libc::F_GETFD) } == -1 {
+        STDOUT_CLOSED_AT_START.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Runs [`note_closed_stdout`] with the C library's constructors, before the runtime
+/// starts.
+#[used]
+#[link_section = ".init_array"]
+static NOTE_CLOSED_STDOUT: extern "C" fn() = note_closed_stdout;
+
 fn main() -> ExitCode {
+    let stdout_closed = STDOUT_CLOSED_AT_START.load(Ordering::Relaxed);
     // A panic is a bug, but the user still gets one line, not a backtrace; any pause guard
     // has already resumed the target while unwinding.
     std::panic::set_hook(Box::new(|info| {
@@ -26,7 +46,13 @@ fn main() -> ExitCode {
             let text = e.render().to_string();
             let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
             let first = first.trim_start_matches("error: ");
-            eprintln!("Error: {first} (see --help)");
+            // An invalid choice is only useful with the valid ones beside it.
+            let choices = text
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("[possible values: "))
+                .map(|v| format!(" (possible values: {}", v.trim_end_matches(']')))
+                .map_or(String::new(), |v| v + ")");
+            eprintln!("Error: {first}{choices} (see --help)");
             return ExitCode::from(e.exit_code() as u8);
         }
         Err(e) => {
@@ -35,20 +61,28 @@ fn main() -> ExitCode {
             return ExitCode::from(e.exit_code() as u8);
         }
     };
-    match std::panic::catch_unwind(|| run(cli)) {
+    match std::panic::catch_unwind(|| run(cli, stdout_closed)) {
         Ok(Ok(code)) => ExitCode::from(code),
         Ok(Err(err)) if errors::is_broken_pipe(&err) => ExitCode::SUCCESS,
         Ok(Err(err)) => {
             eprintln!("Error: {}", errors::one_line(&err));
             ExitCode::FAILURE
         }
-        Err(_) => ExitCode::from(2),
+        // Rust's own exit code for a panic; 2 means a usage error.
+        Err(_) => ExitCode::from(101),
     }
 }
 
 /// Runs the request; returns the exit code.
-fn run(cli: Cli) -> anyhow::Result<u8> {
-    match cli.into_request() {
+fn run(cli: Cli, stdout_closed: bool) -> anyhow::Result<u8> {
+    let request = cli.into_request();
+    if stdout_closed && !matches!(request, Request::Record(_)) {
+        anyhow::bail!(
+            "standard output is closed, so there is nowhere to print to \
+             (redirect it to a file, or to /dev/null to discard it)"
+        );
+    }
+    match request {
         Request::Dump(options) => {
             let stdout = io::stdout();
             let mut out = BufWriter::new(stdout.lock());

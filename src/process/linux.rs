@@ -22,6 +22,23 @@ use nix::unistd::Pid;
 use super::{MapRange, PauseGuard, PermissionDenied, Process, ThreadActivity};
 use crate::memory::{MemoryReader, ReadError, ReadErrorKind, ReadResult};
 
+/// `PF_KTHREAD` in the flags field of `/proc/PID/stat`.
+const PF_KTHREAD: u64 = 0x0020_0000;
+
+/// Whether the process at `proc_dir` is a kernel thread: it has no memory of its own, and
+/// its missing `exe` link would otherwise read as "the process has exited".
+fn is_kernel_thread(proc_dir: &Path) -> bool {
+    fs::read_to_string(proc_dir.join("stat")).is_ok_and(|stat| {
+        // Fields after the command name, which may itself hold spaces or parentheses;
+        // flags is the 9th field of the line, the 7th after the name.
+        let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        rest.split_whitespace()
+            .nth(6)
+            .and_then(|f| f.parse::<u64>().ok())
+            .is_some_and(|flags| flags & PF_KTHREAD != 0)
+    })
+}
+
 /// A live process on Linux, inspected through `/proc/PID`, `process_vm_readv` and `ptrace`.
 #[derive(Debug)]
 pub struct LinuxProcess {
@@ -40,6 +57,9 @@ impl LinuxProcess {
     pub fn open(pid: i32) -> Result<Self> {
         if pid <= 0 {
             bail!("no process with pid {pid}");
+        }
+        if pid as u32 == std::process::id() {
+            bail!("pid {pid} is this py-spy process itself, not the Python program to profile");
         }
         let proc_dir = PathBuf::from(format!("/proc/{pid}"));
         let status = match fs::read_to_string(proc_dir.join("status")) {
@@ -60,6 +80,10 @@ impl LinuxProcess {
                 bail!("{pid} is a thread of process {tgid}, not a process id; use {tgid}");
             }
         }
+        if is_kernel_thread(&proc_dir) {
+            let name = field("Name:").unwrap_or("?");
+            bail!("{pid} ({name}) is a kernel thread, not a Python process");
+        }
         let process = LinuxProcess {
             pid,
             proc_dir,
@@ -68,7 +92,7 @@ impl LinuxProcess {
         // The state shown is the main thread's: a zombie there may still have live threads.
         let zombie = field("State:").is_some_and(|s| s.starts_with('Z') || s.starts_with('X'));
         if zombie && !process.is_alive() {
-            bail!("no process with pid {pid} (it has exited and is a zombie)");
+            bail!("process {pid} is a zombie: it exited, and its parent has not reaped it yet");
         }
         Ok(process)
     }
