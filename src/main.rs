@@ -9,6 +9,7 @@ use clap::Parser;
 
 use py_spy::cli::{Cli, Request};
 use py_spy::errors;
+use py_spy::record::RecordTarget;
 
 /// Whether standard output was closed when py-spy started (`py-spy dump >&-`). The Rust
 /// runtime reopens a closed standard stream on /dev/null before `main`, which would turn
@@ -82,6 +83,17 @@ fn run(cli: Cli, stdout_closed: bool) -> anyhow::Result<u8> {
              (redirect it to a file, or to /dev/null to discard it)"
         );
     }
+    let pid = match &request {
+        Request::Dump(options) => Some(options.pid),
+        Request::Record(options) => target_pid(&options.target),
+        Request::Top(options) => target_pid(&options.target),
+    };
+    if pid == Some(std::process::id() as i32) {
+        anyhow::bail!(
+            "pid {} is this py-spy process itself, not the Python program to profile",
+            std::process::id()
+        );
+    }
     match request {
         Request::Dump(options) => {
             let stdout = io::stdout();
@@ -90,5 +102,13 @@ fn run(cli: Cli, stdout_closed: bool) -> anyhow::Result<u8> {
         }
         Request::Record(options) => py_spy::record::run(options),
         Request::Top(options) => py_spy::top::run(options),
+    }
+}
+
+/// The pid a record or top request attaches to, if any.
+fn target_pid(target: &RecordTarget) -> Option<i32> {
+    match target {
+        RecordTarget::Pid(pid) => Some(*pid),
+        RecordTarget::Command(_) => None,
     }
 }

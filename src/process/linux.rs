@@ -58,9 +58,6 @@ impl LinuxProcess {
         if pid <= 0 {
             bail!("no process with pid {pid}");
         }
-        if pid as u32 == std::process::id() {
-            bail!("pid {pid} is this py-spy process itself, not the Python program to profile");
-        }
         let proc_dir = PathBuf::from(format!("/proc/{pid}"));
         let status = match fs::read_to_string(proc_dir.join("status")) {
             Ok(s) => s,
