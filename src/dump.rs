@@ -5,8 +5,8 @@ use std::io::Write;
 use anyhow::{Context, Result};
 
 use crate::output::{self, ProcessInfo, RenderOptions};
-use crate::process::{LinuxProcess, Process};
-use crate::sampler::{Sampler, SnapshotOptions};
+use crate::process::Process;
+use crate::sampler::SnapshotOptions;
 
 /// Options of `py-spy dump`.
 #[derive(Debug, Clone, Copy)]
@@ -25,8 +25,7 @@ pub struct DumpOptions {
 
 /// Runs `dump`, writing to `out`.
 pub fn run(options: DumpOptions, out: &mut dyn Write) -> Result<()> {
-    let process = LinuxProcess::open(options.pid)?;
-    let sampler = Sampler::new(process)?;
+    let sampler = crate::sampling::attach(options.pid)?;
     let snapshot = sampler.snapshot(SnapshotOptions {
         locals: options.locals,
         nonblocking: options.nonblocking,

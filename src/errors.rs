@@ -40,10 +40,15 @@ pub fn one_line(err: &anyhow::Error) -> String {
         );
     } else if is_process_gone(err) {
         line.push_str(" (the process exited while it was being read)");
-    } else if err.downcast_ref::<NotPython>().is_some() {
-        line.push_str(
-            " (hint: pass the pid of the python process itself, not of a shell or wrapper)",
-        );
+    } else if let Some(not_python) = err.downcast_ref::<NotPython>() {
+        match &not_python.python_descendant {
+            Some((pid, name)) => line.push_str(&format!(
+                " (hint: its child process {pid} runs {name}: pass --pid {pid})"
+            )),
+            None => line.push_str(
+                " (hint: pass the pid of the python process itself, not of a shell or wrapper)",
+            ),
+        }
     } else if err.downcast_ref::<Unsupported>().is_some() {
         // The message already lists what is supported.
     } else if line.starts_with("no process with pid") {

@@ -116,7 +116,7 @@ pub fn find_with(process: &dyn Process, symbols: Symbols) -> Result<Interpreter>
         || binary.symbol("interp_head").is_some()
         || binary.symbol("Py_Initialize").is_some();
     if !looks_like_python {
-        bail!(NotPython(exe.display().to_string()));
+        bail!(NotPython::new(&exe));
     }
 
     // The exact version: debug offsets, then Py_Version, then the name (patch read later).
@@ -196,7 +196,7 @@ fn find_by_trying_every_layout(
             return Ok(interpreter);
         }
     }
-    bail!(NotPython(exe.display().to_string()))
+    bail!(NotPython::new(&exe))
 }
 
 /// The interpreter's address: by symbol when we have one, else by scanning.
@@ -312,14 +312,29 @@ fn read_patch_level(process: &dyn Process, interpreter: &Interpreter) -> Option<
 
 /// The process is not running Python.
 #[derive(Debug)]
-pub struct NotPython(pub String);
+pub struct NotPython {
+    /// The executable we looked in.
+    pub executable: String,
+    /// A descendant that does run Python (pid and program name), when the process is a
+    /// shell or a wrapper around it: the pid the user probably meant.
+    pub python_descendant: Option<(i32, String)>,
+}
+
+impl NotPython {
+    fn new(executable: &Path) -> NotPython {
+        NotPython {
+            executable: executable.display().to_string(),
+            python_descendant: None,
+        }
+    }
+}
 
 impl std::fmt::Display for NotPython {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
             "not a Python process: found no CPython interpreter in {}",
-            self.0
+            self.executable
         )
     }
 }

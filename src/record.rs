@@ -12,9 +12,9 @@ use anyhow::Result;
 use crate::launch::{Exit, Launched};
 use crate::output::file::OutputFile;
 use crate::output::{self, short_filename, Format};
-use crate::process::{LinuxProcess, Process};
+use crate::process::Process;
 use crate::profile::{FrameInfo, FrameKind, ProfileBuilder, ThreadInfo, ThreadKey};
-use crate::sampler::{Sampler, Snapshot, SnapshotOptions};
+use crate::sampler::{Snapshot, SnapshotOptions};
 use crate::sampling::{
     keep_thread, not_python_yet, one_line, sample_all, version_string, watch_launch, LaunchWatch,
     RootChange,
@@ -73,7 +73,7 @@ pub fn run(options: RecordOptions) -> Result<u8> {
     let (mut targets, mut launched, title, output) = match &options.target {
         RecordTarget::Pid(pid) => {
             // Attach mode checks everything about the target before creating any file.
-            let sampler = Sampler::new(LinuxProcess::open(*pid)?)?;
+            let sampler = crate::sampling::attach(*pid)?;
             let args = sampler.process().command_line().unwrap_or_default();
             let output = OutputFile::create(&output_path(&options, &args)?)?;
             let title = args.join(" ");

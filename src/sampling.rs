@@ -3,12 +3,37 @@
 
 use std::time::{Duration, Instant};
 
+use crate::interpreter::NotPython;
 use crate::launch::{Exit, Launched};
 use crate::memory::is_process_gone;
 use crate::process::LinuxProcess;
 use crate::sampler::{Sampler, Snapshot, SnapshotOptions, ThreadSnapshot};
 use crate::signals::{StopSignal, StopSignals};
 use crate::targets::{Change, Event, Target, Targets};
+
+/// Opens process `pid` and finds its interpreter. When it is not Python but a descendant
+/// is (a shell script or a wrapper that started python), the error names that process.
+pub fn attach(pid: i32) -> anyhow::Result<Sampler<LinuxProcess>> {
+    LinuxProcess::open(pid)
+        .and_then(Sampler::new)
+        .map_err(|mut err| {
+            if let Some(not_python) = err.downcast_mut::<NotPython>() {
+                not_python.python_descendant = python_descendant(pid);
+            }
+            err
+        })
+}
+
+/// The first descendant of `pid` whose program is named like a Python interpreter.
+fn python_descendant(pid: i32) -> Option<(i32, String)> {
+    crate::targets::descendants(pid)
+        .into_iter()
+        .find_map(|child| {
+            let exe = std::fs::read_link(format!("/proc/{child}/exe")).ok()?;
+            let name = exe.file_name()?.to_string_lossy().into_owned();
+            name.starts_with("python").then_some((child, name))
+        })
+}
 
 /// How the root process changed during a pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -339,7 +339,7 @@ fn command_line(process: &LinuxProcess) -> String {
 
 /// Every live descendant of `root`, from `/proc/PID/task/TID/children` (a child belongs
 /// to the thread that forked it, so every thread is read). Bounded in count and depth.
-fn descendants(root: i32) -> BTreeSet<i32> {
+pub(crate) fn descendants(root: i32) -> BTreeSet<i32> {
     let mut found = BTreeSet::new();
     let mut level = vec![root];
     for _ in 0..MAX_DEPTH {

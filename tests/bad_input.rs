@@ -87,6 +87,8 @@ const ROWS: &[Row] = &[
           says: Says::All(NOT_PYTHON), never: &[] },
     Row { what: "dump, a shell", user: User::Root, args: &["dump", "--pid", "{shell}"], exit: FAILURE,
           says: Says::All(&["not a python process", "bash"]), never: &[] },
+    Row { what: "dump, a shell that started python", user: User::Root, args: &["dump", "--pid", "{wrapper}"], exit: FAILURE,
+          says: Says::All(&["not a python process", "its child process {wrapped} runs python3.12: pass --pid {wrapped}"]), never: &[] },
     Row { what: "dump, py-spy's own pid", user: User::Root, args: &["dump", "--pid", "{self}"], exit: FAILURE,
           says: Says::All(&["is this py-spy process itself"]), never: &[] },
     Row { what: "record, py-spy's own pid", user: User::Root, args: &["record", "--pid", "{self}", "-o", "{out}"], exit: FAILURE,
@@ -145,6 +147,8 @@ struct Fixtures {
     python: ChildGuard,
     sleep: ChildGuard,
     shell: ChildGuard,
+    /// A shell waiting for the Python it started.
+    wrapper: ChildGuard,
     zombie: ChildGuard,
     unused: u32,
     kthread: u32,
@@ -178,6 +182,13 @@ impl Fixtures {
         );
         let sleep = spawn("sleep", &["300"]);
         let shell = spawn("bash", &["-c", "while :; do sleep 1; done"]);
+        let wrapper = spawn(
+            "bash",
+            &[
+                "-c",
+                &format!("{PYENV_PYTHON} -c 'import time; time.sleep(300)'; true"),
+            ],
+        );
         // Exits at once; the guard reaps it only when the test ends.
         let zombie = spawn(PYENV_PYTHON, &["-c", "pass"]);
         let kthread = fs::read_dir("/proc")
@@ -195,6 +206,7 @@ impl Fixtures {
             python,
             sleep,
             shell,
+            wrapper,
             zombie,
             unused: common::unused_pid(),
             kthread,
@@ -207,6 +219,8 @@ impl Fixtures {
                 && maps_contain(f.sleep.pid(), "sleep")
                 && maps_contain(f.shell.pid(), "bash")
                 && maps_contain(f.python.pid(), "libpython3.12")
+                && f.wrapped()
+                    .is_some_and(|p| maps_contain(p, "libpython3.12"))
         };
         while !ready(&fixtures) {
             assert!(Instant::now() < deadline, "fixtures did not start");
@@ -217,6 +231,17 @@ impl Fixtures {
         fixtures
     }
 
+    /// The Python process the wrapper shell started.
+    fn wrapped(&self) -> Option<u32> {
+        let pid = self.wrapper.pid();
+        fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .ok()?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    }
+
     /// `text` with every `{name}` replaced.
     fn fill(&self, text: &str) -> String {
         let dir = self.dir.display().to_string();
@@ -225,6 +250,8 @@ impl Fixtures {
             .replace("{python}", &self.python.pid().to_string())
             .replace("{sleep}", &self.sleep.pid().to_string())
             .replace("{shell}", &self.shell.pid().to_string())
+            .replace("{wrapper}", &self.wrapper.pid().to_string())
+            .replace("{wrapped}", &self.wrapped().unwrap_or(0).to_string())
             .replace("{zombie}", &self.zombie.pid().to_string())
             .replace(
                 "{blockdev}",

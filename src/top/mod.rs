@@ -77,7 +77,7 @@ pub fn run(options: TopOptions) -> Result<u8> {
     let mut session = Session::new(&options);
     let (mut targets, mut launched) = match &options.target {
         RecordTarget::Pid(pid) => {
-            let sampler = Sampler::new(LinuxProcess::open(*pid)?)?;
+            let sampler = crate::sampling::attach(*pid)?;
             session.header.title = sampler
                 .process()
                 .command_line()
