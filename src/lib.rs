@@ -4,6 +4,17 @@
 //! {[`process`], [`interpreter`], [`layout`], [`walker`], [`objects`], [`linetable`]} →
 //! [`output`]. ARCHITECTURE.md walks one `dump` through these files.
 
+/// Writes one line to stderr, like `eprintln!`, except that a closed or broken stderr
+/// (`py-spy record … 2>&1 | head -1`) is ignored: py-spy's messages are a courtesy, and
+/// `eprintln!` would panic and lose the profile being recorded.
+#[macro_export]
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub mod binary;
 pub mod cli;
 pub mod debug_offsets;

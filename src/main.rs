@@ -34,7 +34,7 @@ fn main() -> ExitCode {
     // A panic is a bug, but the user still gets one line, not a backtrace; any pause guard
     // has already resumed the target while unwinding.
     std::panic::set_hook(Box::new(|info| {
-        eprintln!("Error: internal error: {info} (please report this)");
+        py_spy::note!("Error: internal error: {info} (please report this)");
     }));
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -53,7 +53,7 @@ fn main() -> ExitCode {
                 .find_map(|l| l.trim().strip_prefix("[possible values: "))
                 .map(|v| format!(" (possible values: {}", v.trim_end_matches(']')))
                 .map_or(String::new(), |v| v + ")");
-            eprintln!("Error: {first}{choices} (see --help)");
+            py_spy::note!("Error: {first}{choices} (see --help)");
             return ExitCode::from(e.exit_code() as u8);
         }
         Err(e) => {
@@ -66,7 +66,7 @@ fn main() -> ExitCode {
         Ok(Ok(code)) => ExitCode::from(code),
         Ok(Err(err)) if errors::is_broken_pipe(&err) => ExitCode::SUCCESS,
         Ok(Err(err)) => {
-            eprintln!("Error: {}", errors::one_line(&err));
+            py_spy::note!("Error: {}", errors::one_line(&err));
             ExitCode::FAILURE
         }
         // Rust's own exit code for a panic; 2 means a usage error.

@@ -77,7 +77,7 @@ pub fn run(options: RecordOptions) -> Result<u8> {
             let args = sampler.process().command_line().unwrap_or_default();
             let output = OutputFile::create(&output_path(&options, &args)?)?;
             let title = args.join(" ");
-            eprintln!(
+            crate::note!(
                 "py-spy: recording process {pid} ({}), Python {}, at {} samples/s into {}; \
                  Ctrl-C to stop",
                 ellipsize(&title, 60),
@@ -92,7 +92,7 @@ pub fn run(options: RecordOptions) -> Result<u8> {
             // The file is created before the program starts: a bad -o must not run it.
             let output = OutputFile::create(&output_path(&options, argv)?)?;
             let child = Launched::spawn(argv)?;
-            eprintln!(
+            crate::note!(
                 "py-spy: recording `{}` (pid {}) at {} samples/s into {}",
                 ellipsize(&argv.join(" "), 60),
                 child.pid(),
@@ -168,7 +168,7 @@ impl Stats {
         } else {
             0.0
         };
-        eprintln!(
+        crate::note!(
             "py-spy: wrote {}: {samples} samples from {} passes in {elapsed:.2} s \
              ({achieved:.1}/s of {rate}/s asked), {} errors",
             path.display(),
@@ -177,17 +177,17 @@ impl Stats {
         );
         if let Ending::Exited(Some(exit)) = ending {
             if !matches!(exit, Exit::Code(0)) {
-                eprintln!("py-spy: the program {exit}");
+                crate::note!("py-spy: the program {exit}");
             }
         }
         if *ending == Ending::Exec {
-            eprintln!(
+            crate::note!(
                 "py-spy: the program stopped running Python (it exec'd another program); \
                  recording stopped"
             );
         }
         if self.passes == 0 {
-            eprintln!(
+            crate::note!(
                 "py-spy: warning: no samples were taken (the program ended before its \
                  Python interpreter started?)"
             );
@@ -196,7 +196,7 @@ impl Stats {
         let mean = self.sample_time / self.passes as u32;
         let behind = active >= 0.5 && achieved < rate * BEHIND_RATIO;
         if behind || self.skipped * 20 > self.passes + self.skipped {
-            eprintln!(
+            crate::note!(
                 "py-spy: warning: sampling fell behind: {} of {} samples were late and {} \
                  skipped; a sample took {:.0} µs on average, {:.0} µs at most. Try a lower \
                  --rate or --nonblocking",
@@ -290,7 +290,7 @@ impl<'o> Recording<'o> {
                 LaunchWatch::Exited(exit) => return Ending::Exited(Some(exit)),
             }
             if let Some(note) = not_python_yet(targets, self.options.subprocesses) {
-                eprintln!("py-spy: {note}");
+                crate::note!("py-spy: {note}");
             }
         }
         self.start = Instant::now();
@@ -371,13 +371,13 @@ impl<'o> Recording<'o> {
                 version,
                 free_threaded,
             } => {
-                eprintln!("py-spy: sampling process {pid} (Python {version})");
+                crate::note!("py-spy: sampling process {pid} (Python {version})");
                 if free_threaded {
                     self.free_threaded(pid, &version);
                 }
             }
             Event::Skipped { pid, why } => {
-                eprintln!("py-spy: not sampling process {pid}: {why}");
+                crate::note!("py-spy: not sampling process {pid}: {why}");
             }
         }
     }
@@ -385,7 +385,7 @@ impl<'o> Recording<'o> {
     /// Notes that `pid` has no GIL: `--gil` cannot apply to it, and says so.
     fn free_threaded(&mut self, pid: i32, version: &str) {
         if self.options.gil {
-            eprintln!(
+            crate::note!(
                 "py-spy: warning: --gil: process {pid} runs free-threaded Python {version}, \
                  which has no GIL; recording all its active threads instead"
             );
@@ -565,7 +565,7 @@ fn wait_for_exit(child: &mut Launched, signals: &mut StopSignals, ending: &Endin
         return exit;
     }
     if matches!(ending, Ending::Duration | Ending::Exec) {
-        eprintln!(
+        crate::note!(
             "py-spy: recording finished; waiting for process {} to exit (Ctrl-C to interrupt it)",
             child.pid()
         );

@@ -662,3 +662,43 @@ fn closed_stdout_and_broken_pipes() {
         "target left in state {state:?}"
     );
 }
+
+/// `record … 2>&1 | head -1`: stderr breaks after the first line. The messages are lost,
+/// the profile is not, and the exit status is still the program's.
+#[test]
+fn broken_stderr_keeps_the_profile() {
+    if !Path::new(STATIC_PYTHON).exists() {
+        assert!(!common::in_ci(), "{STATIC_PYTHON} missing");
+        println!("SKIP broken_stderr_keeps_the_profile: {STATIC_PYTHON} missing");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("py-spy-stderr-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("profile.txt");
+    let rc = dir.join("rc.txt");
+    let script = format!(
+        r#"("$0" "$@" 2>&1; echo $? >"{}") | head -n 1"#,
+        rc.display()
+    );
+    let output = Command::new("sh")
+        .args(["-c", &script, common::PY_SPY])
+        .args(["record", "-f", "raw", "-r", "200", "-o"])
+        .arg(&out)
+        .args(["--", STATIC_PYTHON, "-c"])
+        .arg("import time\ndef spin():\n    t = time.time()\n    while time.time() - t < 0.5: pass\nspin()\nraise SystemExit(3)")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sh");
+    let first = String::from_utf8_lossy(&output.stdout).into_owned();
+    let rc = fs::read_to_string(&rc).unwrap_or_default();
+    let profile = fs::read_to_string(&out).unwrap_or_default();
+    let _ = fs::remove_dir_all(&dir);
+    assert!(first.starts_with("py-spy: recording "), "{first}");
+    assert_eq!(rc.trim(), "3", "exit status of py-spy");
+    let spin: u64 = profile
+        .lines()
+        .filter(|l| l.contains("spin (<string>:4)"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
+        .sum();
+    assert!(spin >= 50, "{spin} samples in spin:\n{profile}");
+}

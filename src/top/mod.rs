@@ -152,7 +152,7 @@ pub fn run(options: TopOptions) -> Result<u8> {
         session.draw(None)?;
     }
     if matches!(ending, Ending::Exited(_) | Ending::Exec) {
-        eprintln!("py-spy: {}", describe(&ending, targets.root()));
+        crate::note!("py-spy: {}", describe(&ending, targets.root()));
     }
 
     let Some(mut child) = launched else {
@@ -273,7 +273,7 @@ impl<'o> Session<'o> {
         let notes = std::mem::take(&mut self.pending_notes);
         if !interactive {
             for note in notes {
-                eprintln!("py-spy: {note}");
+                crate::note!("py-spy: {note}");
             }
         }
     }
