@@ -646,11 +646,7 @@ impl<'a, M: MemoryReader + ?Sized> ObjectReader<'a, M> {
                 if items.len() > REPR_ITEMS {
                     parts.push("...".to_string());
                 }
-                match (tp.as_str(), parts.is_empty(), py2) {
-                    ("set", true, _) => "set()".to_string(),
-                    ("set", false, false) => format!("{{{}}}", parts.join(", ")),
-                    (name, _, _) => format!("{name}([{}])", parts.join(", ")),
-                }
+                set_repr(&tp, &parts, py2)
             }
             _ => format!("<{tp} at {obj:#x}>"),
         })
@@ -682,6 +678,19 @@ impl<'a, M: MemoryReader + ?Sized> ObjectReader<'a, M> {
             }
         }
         Ok(out)
+    }
+}
+
+/// Python's repr of a set or frozenset (`name`) whose members have the reprs `parts`:
+/// Python 3 writes `set()`, `{1, 2}`, `frozenset()` and `frozenset({1, 2})`; Python 2
+/// writes `set([])`, `set([1, 2])`, `frozenset([])` and `frozenset([1, 2])`.
+fn set_repr(name: &str, parts: &[String], py2: bool) -> String {
+    let inner = parts.join(", ");
+    match (py2, name, parts.is_empty()) {
+        (true, _, _) => format!("{name}([{inner}])"),
+        (false, _, true) => format!("{name}()"),
+        (false, "set", false) => format!("{{{inner}}}"),
+        (false, _, false) => format!("{name}({{{inner}}})"),
     }
 }
 
@@ -957,5 +966,17 @@ mod tests {
         assert_eq!(long.chars().count(), REPR_MAX);
         assert!(long.ends_with("..."));
         assert_eq!(truncate_repr(with_cut("'xx'".into(), true)).len(), REPR_MAX);
+    }
+
+    #[test]
+    fn sets_like_python() {
+        let parts = ["1".to_string(), "2".to_string()];
+        assert_eq!(set_repr("set", &parts, false), "{1, 2}");
+        assert_eq!(set_repr("set", &[], false), "set()");
+        assert_eq!(set_repr("frozenset", &parts, false), "frozenset({1, 2})");
+        assert_eq!(set_repr("frozenset", &[], false), "frozenset()");
+        assert_eq!(set_repr("set", &parts, true), "set([1, 2])");
+        assert_eq!(set_repr("set", &[], true), "set([])");
+        assert_eq!(set_repr("frozenset", &[], true), "frozenset([])");
     }
 }
