@@ -159,7 +159,9 @@ impl<'a, M: MemoryReader + ?Sized> ObjectReader<'a, M> {
         Ok(self.read_string_prefix(obj, MAX_STRING_BYTES)?.0)
     }
 
-    /// The bytes of a `bytes` object (Python 2 `str`), at most `max` of them.
+    /// The bytes of a `bytes` object (Python 2 `str`), at most `max` of them: `max` is
+    /// what bounds the allocation, so a caller may read more than a string's worth (a line
+    /// table of a big module is over 64 KiB).
     pub fn read_bytes_prefix(&self, obj: u64, max: usize) -> Result<(Vec<u8>, bool)> {
         let len = self
             .mem
@@ -171,7 +173,7 @@ impl<'a, M: MemoryReader + ?Sized> ObjectReader<'a, M> {
         let raw = self.mem.read_vec(
             obj.wrapping_add(self.layout.objects.bytes_sval as u64),
             n,
-            MAX_STRING_BYTES,
+            max,
         )?;
         Ok((raw, n < len as usize))
     }
@@ -966,6 +968,26 @@ mod tests {
         assert_eq!(long.chars().count(), REPR_MAX);
         assert!(long.ends_with("..."));
         assert_eq!(truncate_repr(with_cut("'xx'".into(), true)).len(), REPR_MAX);
+    }
+
+    #[test]
+    fn bytes_longer_than_a_string_are_read_up_to_the_callers_limit() {
+        use crate::layout::layout_for;
+        use crate::memory::FakeMemory;
+        let layout = layout_for(3, 12, false, None).unwrap();
+        let o = layout.objects;
+        // A 100 000-byte `bytes`, as the line table of a very long module would be.
+        let len = 100_000usize;
+        let mut obj = vec![0u8; o.bytes_sval + len];
+        obj[o.ob_size..o.ob_size + 8].copy_from_slice(&(len as i64).to_le_bytes());
+        obj[o.bytes_sval..].fill(0x80);
+        let mut mem = FakeMemory::new();
+        mem.map(0x10000, obj);
+        let reader = ObjectReader::new(&mem, &layout);
+        let (all, cut) = reader.read_bytes_prefix(0x10000, 1 << 20).unwrap();
+        assert_eq!((all.len(), cut), (len, false));
+        let (some, cut) = reader.read_bytes_prefix(0x10000, 10).unwrap();
+        assert_eq!((some.len(), cut), (10, true));
     }
 
     #[test]
