@@ -219,6 +219,15 @@ impl<'a, M: MemoryReader + ?Sized> Walker<'a, M> {
         }
         let mut frames = Vec::new();
         let mut seen = 0usize;
+        // A chain read while the thread was changing it can loop back on itself. Without
+        // this check a loop would be reported as a MAX_FRAMES-deep stack (and, with locals,
+        // cost MAX_FRAMES times the formatting work) instead of failing so the caller can
+        // read again. Brent's method: `mark` is a frame `power` steps back, moved forward at
+        // powers of two, so any loop is met again within a few times its length, with no
+        // allocation.
+        let mut mark = frame;
+        let mut power = 1usize;
+        let mut since_mark = 0usize;
         while frame != 0 {
             if seen >= MAX_FRAMES {
                 return Ok(ThreadStack {
@@ -237,6 +246,15 @@ impl<'a, M: MemoryReader + ?Sized> Walker<'a, M> {
                 frames.push(f);
             }
             frame = next;
+            if frame == mark {
+                bail!("the frame chain of thread state {tstate:#x} loops back to frame {frame:#x}");
+            }
+            since_mark += 1;
+            if since_mark == power {
+                mark = frame;
+                power *= 2;
+                since_mark = 0;
+            }
         }
         Ok(ThreadStack {
             tstate,
@@ -499,6 +517,57 @@ mod tests {
         let mut mem = FakeMemory::new();
         mem.map(base, bytes);
         mem
+    }
+
+    /// A 3.13 thread state at 0x1000 whose frame chain is `links` shim frames (which the
+    /// walker passes over without reading code), frame `i` at 0x10_0000 + i * 0x100 with
+    /// its back pointer at `back(i)`.
+    fn shim_chain(layout: &Layout, links: usize, back: impl Fn(u64) -> u64) -> FakeMemory {
+        let mut mem = FakeMemory::new();
+        let mut tstate = vec![0u8; layout.thread.size];
+        let first = 0x10_0000u64;
+        tstate[layout.thread.frame..layout.thread.frame + 8].copy_from_slice(&first.to_le_bytes());
+        mem.map(0x1000, tstate);
+        let mut frames = vec![0u8; links * 0x100];
+        for i in 0..links {
+            let at = i * 0x100;
+            let b = back(i as u64).to_le_bytes();
+            frames[at + layout.frame.back..at + layout.frame.back + 8].copy_from_slice(&b);
+            frames[at + layout.frame.owner.unwrap()] = layout.frame.owner_first_shim.unwrap();
+        }
+        mem.map(first, frames);
+        mem
+    }
+
+    #[test]
+    fn looping_frame_chains_fail_instead_of_filling_max_frames() {
+        let layout = layout_for(3, 13, false, None).unwrap();
+        let frame = |i: u64| 0x10_0000 + i * 0x100;
+        // A frame that is its own parent, and a loop back to an earlier frame after a tail.
+        for (links, back) in [
+            (1, Box::new(|_| frame(0)) as Box<dyn Fn(u64) -> u64>),
+            (
+                50,
+                Box::new(move |i| if i == 49 { frame(7) } else { frame(i + 1) }),
+            ),
+        ] {
+            let mem = shim_chain(&layout, links, back);
+            let err = Walker::new(&mem, &layout).stack(0x1000, true).unwrap_err();
+            assert!(err.to_string().contains("loops back"), "{err:#}");
+        }
+        // A long chain without a loop is still only cut at MAX_FRAMES.
+        let mem = shim_chain(&layout, MAX_FRAMES + 10, |i| {
+            if i + 1 == (MAX_FRAMES + 10) as u64 {
+                0
+            } else {
+                frame(i + 1)
+            }
+        });
+        let stack = Walker::new(&mem, &layout).stack(0x1000, false).unwrap();
+        assert!(stack.truncated);
+        let mem = shim_chain(&layout, 300, |i| if i == 299 { 0 } else { frame(i + 1) });
+        let stack = Walker::new(&mem, &layout).stack(0x1000, false).unwrap();
+        assert!(!stack.truncated && stack.frames.is_empty());
     }
 
     #[test]
