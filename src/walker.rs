@@ -28,6 +28,9 @@ const MAX_FRAME_BYTES: usize = 1024;
 const MAX_LOCALS: usize = 1024;
 /// Largest fixed part of a code object struct we read (all are well under this).
 const MAX_CODE_BYTES: usize = 1024;
+/// Longest local variable name we keep (identifiers are short; a garbage names tuple of
+/// 1024 strings of 65 536 characters would otherwise cost a quarter of a gigabyte).
+const MAX_LOCAL_NAME_CHARS: usize = 256;
 
 /// What we keep of a code object.
 #[derive(Debug, Clone)]
@@ -429,7 +432,10 @@ impl<'a, M: MemoryReader + ?Sized> Walker<'a, M> {
         let items = o.tuple_items(code.varnames_tuple, MAX_LOCALS)?;
         let names: Rc<[Rc<str>]> = items
             .iter()
-            .map(|n| o.read_string(*n).map(Rc::from))
+            .map(|n| {
+                o.read_string_prefix(*n, MAX_LOCAL_NAME_CHARS)
+                    .map(|(name, _)| Rc::from(name))
+            })
             .collect::<Result<Vec<_>>>()
             .context("variable names")?
             .into();
@@ -494,7 +500,7 @@ const TAG_BITS: u64 = 0b111;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layout::{layout_for, supported_versions};
+    use crate::layout::{layout_for, supported_versions, StrModel};
     use crate::memory::FakeMemory;
 
     /// An address space of pseudo-random words, many of which point back into it, so the
@@ -568,6 +574,49 @@ mod tests {
         let mem = shim_chain(&layout, 300, |i| if i == 299 { 0 } else { frame(i + 1) });
         let stack = Walker::new(&mem, &layout).stack(0x1000, false).unwrap();
         assert!(!stack.truncated && stack.frames.is_empty());
+    }
+
+    #[test]
+    fn local_names_are_cut_short() {
+        let layout = layout_for(3, 10, false, None).unwrap();
+        let o = layout.objects;
+        let StrModel::Pep393 {
+            length,
+            state,
+            ascii_size,
+            kind_shift,
+            compact_bit,
+            ascii_bit,
+            ..
+        } = layout.strings
+        else {
+            panic!("3.10 strings")
+        };
+        let mut mem = FakeMemory::new();
+        // A tuple of one str of 5000 ASCII characters.
+        let mut tuple = vec![0u8; o.tuple_items + 8];
+        tuple[o.ob_size..o.ob_size + 8].copy_from_slice(&1u64.to_le_bytes());
+        tuple[o.tuple_items..o.tuple_items + 8].copy_from_slice(&0x2000u64.to_le_bytes());
+        mem.map(0x1000, tuple);
+        let mut name = vec![b'n'; ascii_size + 5001];
+        name[..ascii_size].fill(0);
+        name[length..length + 8].copy_from_slice(&5000u64.to_le_bytes());
+        let bits: u32 = 1 << kind_shift | 1 << compact_bit | 1 << ascii_bit;
+        name[state..state + 4].copy_from_slice(&bits.to_le_bytes());
+        mem.map(0x2000, name);
+        let code = CodeInfo {
+            name: "f".into(),
+            filename: "f.py".into(),
+            first_line: 1,
+            linetable: Rc::from(Vec::new()),
+            arg_count: 0,
+            varnames_tuple: 0x1000,
+            kinds_bytes: 0,
+            locals_names: OnceCell::new(),
+        };
+        let names = Walker::new(&mem, &layout).local_names(&code).unwrap();
+        assert_eq!(names.names.len(), 1);
+        assert_eq!(names.names[0].len(), MAX_LOCAL_NAME_CHARS);
     }
 
     #[test]
