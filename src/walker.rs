@@ -31,6 +31,12 @@ const MAX_CODE_BYTES: usize = 1024;
 /// Longest local variable name we keep (identifiers are short; a garbage names tuple of
 /// 1024 strings of 65 536 characters would otherwise cost a quarter of a gigabyte).
 const MAX_LOCAL_NAME_CHARS: usize = 256;
+/// Most code objects a [`CodeCache`] keeps between passes.
+pub const MAX_CACHED_CODES: usize = 1 << 14;
+/// Most bytes of names, filenames and line tables a [`CodeCache`] keeps between passes.
+const MAX_CACHED_BYTES: usize = 64 << 20;
+/// When the cache is over a limit, entries used in this many recent passes survive.
+const RECENT_PASSES: u64 = 64;
 
 /// What we keep of a code object.
 #[derive(Debug, Clone)]
@@ -78,12 +84,31 @@ struct CachedCode {
     checked: u64,
 }
 
+impl CachedCode {
+    /// Roughly the bytes this entry keeps alive (local names, read later, not included:
+    /// they are bounded per code object).
+    fn cost(&self) -> usize {
+        let i = &self.info;
+        std::mem::size_of::<CachedCode>()
+            + std::mem::size_of::<CodeInfo>()
+            + i.name.len()
+            + i.filename.len()
+            + i.linetable.len()
+    }
+}
+
 /// Decoded code objects by address, kept across samples of one process.
+///
+/// Entries for code that has stopped appearing on stacks (freed code objects, or garbage
+/// read from a stack that was changing) are dropped once the cache grows past
+/// [`MAX_CACHED_CODES`] entries or 64 MiB, so a long profile does not grow without bound.
 #[derive(Debug, Default)]
 pub struct CodeCache {
     entries: HashMap<u64, CachedCode>,
     code_type: Option<u64>,
     pass: u64,
+    /// Approximate bytes held by the entries (see [`CachedCode::cost`]).
+    bytes: usize,
 }
 
 impl CodeCache {
@@ -91,6 +116,19 @@ impl CodeCache {
     /// is used again.
     pub fn begin_pass(&mut self) {
         self.pass += 1;
+        // Evict in steps: first what no recent pass used, then what the last pass did not
+        // use, then everything. Runs only when over a limit, so not on the hot path.
+        for keep_after in [
+            self.pass.saturating_sub(RECENT_PASSES),
+            self.pass - 1,
+            u64::MAX,
+        ] {
+            if self.entries.len() <= MAX_CACHED_CODES && self.bytes <= MAX_CACHED_BYTES {
+                break;
+            }
+            self.entries.retain(|_, e| e.checked >= keep_after);
+            self.bytes = self.entries.values().map(CachedCode::cost).sum();
+        }
     }
 
     /// Code objects cached.
@@ -383,14 +421,15 @@ impl<'a, M: MemoryReader + ?Sized> Walker<'a, M> {
             }
         }
         let info = Rc::new(self.decode_code(block, fingerprint)?);
-        self.cache.entries.insert(
-            addr,
-            CachedCode {
-                info: info.clone(),
-                fingerprint,
-                checked: pass,
-            },
-        );
+        let entry = CachedCode {
+            info: info.clone(),
+            fingerprint,
+            checked: pass,
+        };
+        self.cache.bytes += entry.cost();
+        if let Some(old) = self.cache.entries.insert(addr, entry) {
+            self.cache.bytes -= old.cost();
+        }
         Ok(info)
     }
 
@@ -576,6 +615,70 @@ mod tests {
         assert!(!stack.truncated && stack.frames.is_empty());
     }
 
+    fn cached(checked: u64, table_bytes: usize) -> CachedCode {
+        CachedCode {
+            info: Rc::new(CodeInfo {
+                name: "f".into(),
+                filename: "f.py".into(),
+                first_line: 1,
+                linetable: vec![0; table_bytes].into(),
+                arg_count: 0,
+                varnames_tuple: 0,
+                kinds_bytes: 0,
+                locals_names: OnceCell::new(),
+            }),
+            fingerprint: CodeFingerprint {
+                name: 0,
+                filename: 0,
+                linetable: 0,
+                first_line: 0,
+            },
+            checked,
+        }
+    }
+
+    fn fill(cache: &mut CodeCache, addrs: std::ops::Range<u64>, checked: u64, table: usize) {
+        for addr in addrs {
+            let entry = cached(checked, table);
+            cache.bytes += entry.cost();
+            cache.entries.insert(addr, entry);
+        }
+    }
+
+    #[test]
+    fn code_cache_drops_code_no_longer_seen_once_over_its_limits() {
+        let mut cache = CodeCache {
+            pass: 1000,
+            ..CodeCache::default()
+        };
+        // Long unused entries up to the limit, and a hundred the last pass used.
+        fill(&mut cache, 0..MAX_CACHED_CODES as u64, 10, 0);
+        fill(&mut cache, 1 << 32..(1 << 32) + 100, 1000, 0);
+        cache.begin_pass();
+        assert_eq!(cache.len(), 100);
+        // Under the limits nothing goes, however old.
+        fill(&mut cache, 0..10, 1, 0);
+        cache.begin_pass();
+        assert_eq!(cache.len(), 110);
+        // Over the count, recently used entries survive while the rest fits.
+        let recent = cache.pass - 5;
+        fill(
+            &mut cache,
+            2 << 32..(2 << 32) + MAX_CACHED_CODES as u64 - 150,
+            recent,
+            0,
+        );
+        fill(&mut cache, 3 << 32..(3 << 32) + 100, 1, 0);
+        cache.begin_pass();
+        assert_eq!(cache.len(), MAX_CACHED_CODES - 50);
+        // ...and the byte limit holds even when the last pass used everything.
+        let pass = cache.pass;
+        fill(&mut cache, 0..80, pass, 1 << 20);
+        cache.begin_pass();
+        assert_eq!(cache.len(), 0);
+        assert_eq!(cache.bytes, 0);
+    }
+
     #[test]
     fn local_names_are_cut_short() {
         let layout = layout_for(3, 10, false, None).unwrap();
@@ -604,16 +707,8 @@ mod tests {
         let bits: u32 = 1 << kind_shift | 1 << compact_bit | 1 << ascii_bit;
         name[state..state + 4].copy_from_slice(&bits.to_le_bytes());
         mem.map(0x2000, name);
-        let code = CodeInfo {
-            name: "f".into(),
-            filename: "f.py".into(),
-            first_line: 1,
-            linetable: Rc::from(Vec::new()),
-            arg_count: 0,
-            varnames_tuple: 0x1000,
-            kinds_bytes: 0,
-            locals_names: OnceCell::new(),
-        };
+        let mut code = cached(0, 0).info.as_ref().clone();
+        code.varnames_tuple = 0x1000;
         let names = Walker::new(&mem, &layout).local_names(&code).unwrap();
         assert_eq!(names.names.len(), 1);
         assert_eq!(names.names[0].len(), MAX_LOCAL_NAME_CHARS);

@@ -35,7 +35,7 @@ use py_spy::layout::{layout_for, supported_versions, Layout};
 use py_spy::linetable::{line_for_offset, LineTableFormat};
 use py_spy::objects::{ObjectReader, REPR_MAX};
 use py_spy::threads;
-use py_spy::walker::{CodeCache, ThreadStack, Walker, MAX_FRAMES, MAX_THREADS};
+use py_spy::walker::{CodeCache, ThreadStack, Walker, MAX_CACHED_CODES, MAX_FRAMES, MAX_THREADS};
 use spec::{ImageSpec, Mutation, ObjClass};
 
 #[global_allocator]
@@ -183,8 +183,15 @@ fn walk_cached(
         let mut caches = caches.borrow_mut();
         let mut cache = caches.remove(&index).unwrap_or_default();
         cache.begin_pass();
+        let mut result = if cache.len() <= MAX_CACHED_CODES {
+            Ok(())
+        } else {
+            Err(TestCaseError::fail(format!(
+                "{} cached code objects",
+                cache.len()
+            )))
+        };
         let mut walker = Walker::with_cache(mem, img.layout, cache);
-        let mut result = Ok(());
         for t in tstates {
             if let Ok(stack) = walker.stack(*t, with_locals) {
                 result = result.and(check_stack(&stack, with_locals, None));
