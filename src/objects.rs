@@ -16,6 +16,10 @@ use crate::memory::{Fields, MemoryReader, MemoryReaderExt};
 const MAX_STRING_BYTES: usize = 1 << 16;
 /// Most entries we visit in one dict (sys.modules is the biggest we scan).
 const MAX_DICT_ENTRIES: usize = 1 << 16;
+/// Most entries of an instance's `__dict__` (or of its type's shared keys) searched for one
+/// attribute. Objects have tens of attributes; a garbage dict claiming 65 536 entries would
+/// cost a string read per entry, and naming threads looks up two attributes per thread.
+const MAX_INSTANCE_ATTRS: usize = 4096;
 /// Most digits of an `int` we convert (30 bits each).
 const MAX_LONG_DIGITS: usize = 1024;
 /// A repr longer than this is cut, keeping the first `REPR_KEEP` characters and "...".
@@ -159,7 +163,9 @@ impl<'a, M: MemoryReader + ?Sized> ObjectReader<'a, M> {
         Ok(self.read_string_prefix(obj, MAX_STRING_BYTES)?.0)
     }
 
-    /// The bytes of a `bytes` object (Python 2 `str`), at most `max` of them.
+    /// The bytes of a `bytes` object (Python 2 `str`), at most `max` of them: `max` is
+    /// what bounds the allocation, so a caller may read more than a string's worth (a line
+    /// table of a big module is over 64 KiB).
     pub fn read_bytes_prefix(&self, obj: u64, max: usize) -> Result<(Vec<u8>, bool)> {
         let len = self
             .mem
@@ -171,7 +177,7 @@ impl<'a, M: MemoryReader + ?Sized> ObjectReader<'a, M> {
         let raw = self.mem.read_vec(
             obj.wrapping_add(self.layout.objects.bytes_sval as u64),
             n,
-            MAX_STRING_BYTES,
+            max,
         )?;
         Ok((raw, n < len as usize))
     }
@@ -429,7 +435,12 @@ impl<'a, M: MemoryReader + ?Sized> ObjectReader<'a, M> {
 
     /// The value stored under the string key `key`, if any.
     pub fn dict_get_str(&self, dict: u64, key: &str) -> Result<Option<u64>> {
-        for (k, v) in self.dict_items(dict, MAX_DICT_ENTRIES)? {
+        self.dict_get_str_within(dict, key, MAX_DICT_ENTRIES)
+    }
+
+    /// [`Self::dict_get_str`] looking at no more than the first `max` entries.
+    fn dict_get_str_within(&self, dict: u64, key: &str, max: usize) -> Result<Option<u64>> {
+        for (k, v) in self.dict_items(dict, max)? {
             if self.string_equals(k, key) {
                 return Ok(Some(v));
             }
@@ -454,7 +465,7 @@ impl<'a, M: MemoryReader + ?Sized> ObjectReader<'a, M> {
             if dict == 0 {
                 Ok(None)
             } else {
-                self.dict_get_str(dict, name)
+                self.dict_get_str_within(dict, name, MAX_INSTANCE_ATTRS)
             }
         };
         let cached_values = |values: u64, values_array: usize| -> Result<Option<u64>> {
@@ -481,7 +492,7 @@ impl<'a, M: MemoryReader + ?Sized> ObjectReader<'a, M> {
                 dk_log2_index_bytes,
                 dk_kind,
                 unicode_entry_size,
-                4096,
+                MAX_INSTANCE_ATTRS,
             )? {
                 if self.string_equals(k, name) {
                     return Ok(Some(v));
@@ -646,11 +657,7 @@ impl<'a, M: MemoryReader + ?Sized> ObjectReader<'a, M> {
                 if items.len() > REPR_ITEMS {
                     parts.push("...".to_string());
                 }
-                match (tp.as_str(), parts.is_empty(), py2) {
-                    ("set", true, _) => "set()".to_string(),
-                    ("set", false, false) => format!("{{{}}}", parts.join(", ")),
-                    (name, _, _) => format!("{name}([{}])", parts.join(", ")),
-                }
+                set_repr(&tp, &parts, py2)
             }
             _ => format!("<{tp} at {obj:#x}>"),
         })
@@ -682,6 +689,19 @@ impl<'a, M: MemoryReader + ?Sized> ObjectReader<'a, M> {
             }
         }
         Ok(out)
+    }
+}
+
+/// Python's repr of a set or frozenset (`name`) whose members have the reprs `parts`:
+/// Python 3 writes `set()`, `{1, 2}`, `frozenset()` and `frozenset({1, 2})`; Python 2
+/// writes `set([])`, `set([1, 2])`, `frozenset([])` and `frozenset([1, 2])`.
+fn set_repr(name: &str, parts: &[String], py2: bool) -> String {
+    let inner = parts.join(", ");
+    match (py2, name, parts.is_empty()) {
+        (true, _, _) => format!("{name}([{inner}])"),
+        (false, _, true) => format!("{name}()"),
+        (false, "set", false) => format!("{{{inner}}}"),
+        (false, _, false) => format!("{name}({{{inner}}})"),
     }
 }
 
@@ -957,5 +977,120 @@ mod tests {
         assert_eq!(long.chars().count(), REPR_MAX);
         assert!(long.ends_with("..."));
         assert_eq!(truncate_repr(with_cut("'xx'".into(), true)).len(), REPR_MAX);
+    }
+
+    #[test]
+    fn bytes_longer_than_a_string_are_read_up_to_the_callers_limit() {
+        use crate::layout::layout_for;
+        use crate::memory::FakeMemory;
+        let layout = layout_for(3, 12, false, None).unwrap();
+        let o = layout.objects;
+        // A 100 000-byte `bytes`, as the line table of a very long module would be.
+        let len = 100_000usize;
+        let mut obj = vec![0u8; o.bytes_sval + len];
+        obj[o.ob_size..o.ob_size + 8].copy_from_slice(&(len as i64).to_le_bytes());
+        obj[o.bytes_sval..].fill(0x80);
+        let mut mem = FakeMemory::new();
+        mem.map(0x10000, obj);
+        let reader = ObjectReader::new(&mem, &layout);
+        let (all, cut) = reader.read_bytes_prefix(0x10000, 1 << 20).unwrap();
+        assert_eq!((all.len(), cut), (len, false));
+        let (some, cut) = reader.read_bytes_prefix(0x10000, 10).unwrap();
+        assert_eq!((some.len(), cut), (10, true));
+    }
+
+    /// Counts reads, to bound the work a lookup does.
+    struct Counting<'a>(&'a crate::memory::FakeMemory, std::cell::Cell<usize>);
+
+    impl MemoryReader for Counting<'_> {
+        fn read(&self, addr: u64, buf: &mut [u8]) -> crate::memory::ReadResult<()> {
+            self.1.set(self.1.get() + 1);
+            self.0.read(addr, buf)
+        }
+    }
+
+    #[test]
+    fn an_attribute_lookup_in_a_garbage_dict_scans_a_bounded_number_of_keys() {
+        use crate::layout::layout_for;
+        use crate::memory::FakeMemory;
+        let layout = layout_for(3, 10, false, None).unwrap();
+        let (o, d) = (layout.objects, layout.dicts);
+        let DictModel::Py36 { dk_size } = d.model else {
+            panic!("3.10 dicts")
+        };
+        let mut mem = FakeMemory::new();
+        let put = |block: &mut Vec<u8>, at: usize, v: u64| {
+            block[at..at + 8].copy_from_slice(&v.to_le_bytes());
+        };
+        // A type whose instances keep their __dict__ at +16, named "T".
+        let mut tp = vec![0u8; o.tp_dictoffset + 8];
+        put(&mut tp, o.tp_name, 0x5000);
+        put(&mut tp, o.tp_dictoffset, 16);
+        mem.map(0x1000, tp);
+        mem.map(0x5000, b"T\0".to_vec());
+        // The instance, and a dict whose keys object claims 65 536 entries, all of them the
+        // one-character str "x".
+        let mut obj = vec![0u8; 24];
+        put(&mut obj, o.ob_type, 0x1000);
+        put(&mut obj, 16, 0x2000);
+        mem.map(0x3000, obj);
+        let mut dict = vec![0u8; d.keys.max(d.values) + 8];
+        put(&mut dict, d.keys, 0x100_0000);
+        mem.map(0x2000, dict);
+        let (n, size) = (1usize << 16, 1usize << 16);
+        let entries = d.indices + 4 * size;
+        let mut keys = vec![0u8; entries + n * d.entry_size];
+        put(&mut keys, dk_size, size as u64);
+        put(&mut keys, d.nentries, n as u64);
+        for i in 0..n {
+            put(&mut keys, entries + i * d.entry_size + 8, 0x6000);
+            put(&mut keys, entries + i * d.entry_size + 16, 0x6000);
+        }
+        mem.map(0x100_0000, keys);
+        let StrModel::Pep393 {
+            length,
+            state,
+            ascii_size,
+            kind_shift,
+            compact_bit,
+            ascii_bit,
+            ..
+        } = layout.strings
+        else {
+            panic!("3.10 strings")
+        };
+        let mut x = vec![0u8; ascii_size + 2];
+        put(&mut x, o.ob_type, 0x7000);
+        put(&mut x, length, 1);
+        let bits: u32 = 1 << kind_shift | 1 << compact_bit | 1 << ascii_bit;
+        x[state..state + 4].copy_from_slice(&bits.to_le_bytes());
+        x[ascii_size] = b'x';
+        mem.map(0x6000, x);
+        let mut str_type = vec![0u8; o.tp_name + 8];
+        put(&mut str_type, o.tp_name, 0x8000);
+        mem.map(0x7000, str_type);
+        mem.map(0x8000, b"str\0".to_vec());
+
+        let counting = Counting(&mem, std::cell::Cell::new(0));
+        let reader = ObjectReader::new(&counting, &layout);
+        assert_eq!(reader.instance_attr(0x3000, "_name").unwrap(), None);
+        let reads = counting.1.get();
+        assert!(reads < 4 * MAX_INSTANCE_ATTRS, "{reads} reads");
+        // A module namespace may be big: the plain lookup still sees every entry.
+        counting.1.set(0);
+        assert_eq!(reader.dict_get_str(0x2000, "_name").unwrap(), None);
+        assert!(counting.1.get() > n, "{} reads", counting.1.get());
+    }
+
+    #[test]
+    fn sets_like_python() {
+        let parts = ["1".to_string(), "2".to_string()];
+        assert_eq!(set_repr("set", &parts, false), "{1, 2}");
+        assert_eq!(set_repr("set", &[], false), "set()");
+        assert_eq!(set_repr("frozenset", &parts, false), "frozenset({1, 2})");
+        assert_eq!(set_repr("frozenset", &[], false), "frozenset()");
+        assert_eq!(set_repr("set", &parts, true), "set([1, 2])");
+        assert_eq!(set_repr("set", &[], true), "set([])");
+        assert_eq!(set_repr("frozenset", &[], true), "frozenset([])");
     }
 }

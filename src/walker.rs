@@ -28,6 +28,15 @@ const MAX_FRAME_BYTES: usize = 1024;
 const MAX_LOCALS: usize = 1024;
 /// Largest fixed part of a code object struct we read (all are well under this).
 const MAX_CODE_BYTES: usize = 1024;
+/// Longest local variable name we keep (identifiers are short; a garbage names tuple of
+/// 1024 strings of 65 536 characters would otherwise cost a quarter of a gigabyte).
+const MAX_LOCAL_NAME_CHARS: usize = 256;
+/// Most code objects a [`CodeCache`] keeps between passes.
+pub const MAX_CACHED_CODES: usize = 1 << 14;
+/// Most bytes of names, filenames and line tables a [`CodeCache`] keeps between passes.
+const MAX_CACHED_BYTES: usize = 64 << 20;
+/// When the cache is over a limit, entries used in this many recent passes survive.
+const RECENT_PASSES: u64 = 64;
 
 /// What we keep of a code object.
 #[derive(Debug, Clone)]
@@ -75,12 +84,31 @@ struct CachedCode {
     checked: u64,
 }
 
+impl CachedCode {
+    /// Roughly the bytes this entry keeps alive (local names, read later, not included:
+    /// they are bounded per code object).
+    fn cost(&self) -> usize {
+        let i = &self.info;
+        std::mem::size_of::<CachedCode>()
+            + std::mem::size_of::<CodeInfo>()
+            + i.name.len()
+            + i.filename.len()
+            + i.linetable.len()
+    }
+}
+
 /// Decoded code objects by address, kept across samples of one process.
+///
+/// Entries for code that has stopped appearing on stacks (freed code objects, or garbage
+/// read from a stack that was changing) are dropped once the cache grows past
+/// [`MAX_CACHED_CODES`] entries or 64 MiB, so a long profile does not grow without bound.
 #[derive(Debug, Default)]
 pub struct CodeCache {
     entries: HashMap<u64, CachedCode>,
     code_type: Option<u64>,
     pass: u64,
+    /// Approximate bytes held by the entries (see [`CachedCode::cost`]).
+    bytes: usize,
 }
 
 impl CodeCache {
@@ -88,6 +116,19 @@ impl CodeCache {
     /// is used again.
     pub fn begin_pass(&mut self) {
         self.pass += 1;
+        // Evict in steps: first what no recent pass used, then what the last pass did not
+        // use, then everything. Runs only when over a limit, so not on the hot path.
+        for keep_after in [
+            self.pass.saturating_sub(RECENT_PASSES),
+            self.pass - 1,
+            u64::MAX,
+        ] {
+            if self.entries.len() <= MAX_CACHED_CODES && self.bytes <= MAX_CACHED_BYTES {
+                break;
+            }
+            self.entries.retain(|_, e| e.checked >= keep_after);
+            self.bytes = self.entries.values().map(CachedCode::cost).sum();
+        }
     }
 
     /// Code objects cached.
@@ -219,6 +260,15 @@ impl<'a, M: MemoryReader + ?Sized> Walker<'a, M> {
         }
         let mut frames = Vec::new();
         let mut seen = 0usize;
+        // A chain read while the thread was changing it can loop back on itself. Without
+        // this check a loop would be reported as a MAX_FRAMES-deep stack (and, with locals,
+        // cost MAX_FRAMES times the formatting work) instead of failing so the caller can
+        // read again. Brent's method: `mark` is a frame `power` steps back, moved forward at
+        // powers of two, so any loop is met again within a few times its length, with no
+        // allocation.
+        let mut mark = frame;
+        let mut power = 1usize;
+        let mut since_mark = 0usize;
         while frame != 0 {
             if seen >= MAX_FRAMES {
                 return Ok(ThreadStack {
@@ -237,6 +287,15 @@ impl<'a, M: MemoryReader + ?Sized> Walker<'a, M> {
                 frames.push(f);
             }
             frame = next;
+            if frame == mark {
+                bail!("the frame chain of thread state {tstate:#x} loops back to frame {frame:#x}");
+            }
+            since_mark += 1;
+            if since_mark == power {
+                mark = frame;
+                power *= 2;
+                since_mark = 0;
+            }
         }
         Ok(ThreadStack {
             tstate,
@@ -362,14 +421,15 @@ impl<'a, M: MemoryReader + ?Sized> Walker<'a, M> {
             }
         }
         let info = Rc::new(self.decode_code(block, fingerprint)?);
-        self.cache.entries.insert(
-            addr,
-            CachedCode {
-                info: info.clone(),
-                fingerprint,
-                checked: pass,
-            },
-        );
+        let entry = CachedCode {
+            info: info.clone(),
+            fingerprint,
+            checked: pass,
+        };
+        self.cache.bytes += entry.cost();
+        if let Some(old) = self.cache.entries.insert(addr, entry) {
+            self.cache.bytes -= old.cost();
+        }
         Ok(info)
     }
 
@@ -411,7 +471,10 @@ impl<'a, M: MemoryReader + ?Sized> Walker<'a, M> {
         let items = o.tuple_items(code.varnames_tuple, MAX_LOCALS)?;
         let names: Rc<[Rc<str>]> = items
             .iter()
-            .map(|n| o.read_string(*n).map(Rc::from))
+            .map(|n| {
+                o.read_string_prefix(*n, MAX_LOCAL_NAME_CHARS)
+                    .map(|(name, _)| Rc::from(name))
+            })
             .collect::<Result<Vec<_>>>()
             .context("variable names")?
             .into();
@@ -476,7 +539,7 @@ const TAG_BITS: u64 = 0b111;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layout::{layout_for, supported_versions};
+    use crate::layout::{layout_for, supported_versions, StrModel};
     use crate::memory::FakeMemory;
 
     /// An address space of pseudo-random words, many of which point back into it, so the
@@ -499,6 +562,156 @@ mod tests {
         let mut mem = FakeMemory::new();
         mem.map(base, bytes);
         mem
+    }
+
+    /// A 3.13 thread state at 0x1000 whose frame chain is `links` shim frames (which the
+    /// walker passes over without reading code), frame `i` at 0x10_0000 + i * 0x100 with
+    /// its back pointer at `back(i)`.
+    fn shim_chain(layout: &Layout, links: usize, back: impl Fn(u64) -> u64) -> FakeMemory {
+        let mut mem = FakeMemory::new();
+        let mut tstate = vec![0u8; layout.thread.size];
+        let first = 0x10_0000u64;
+        tstate[layout.thread.frame..layout.thread.frame + 8].copy_from_slice(&first.to_le_bytes());
+        mem.map(0x1000, tstate);
+        let mut frames = vec![0u8; links * 0x100];
+        for i in 0..links {
+            let at = i * 0x100;
+            let b = back(i as u64).to_le_bytes();
+            frames[at + layout.frame.back..at + layout.frame.back + 8].copy_from_slice(&b);
+            frames[at + layout.frame.owner.unwrap()] = layout.frame.owner_first_shim.unwrap();
+        }
+        mem.map(first, frames);
+        mem
+    }
+
+    #[test]
+    fn looping_frame_chains_fail_instead_of_filling_max_frames() {
+        let layout = layout_for(3, 13, false, None).unwrap();
+        let frame = |i: u64| 0x10_0000 + i * 0x100;
+        // A frame that is its own parent, and a loop back to an earlier frame after a tail.
+        for (links, back) in [
+            (1, Box::new(|_| frame(0)) as Box<dyn Fn(u64) -> u64>),
+            (
+                50,
+                Box::new(move |i| if i == 49 { frame(7) } else { frame(i + 1) }),
+            ),
+        ] {
+            let mem = shim_chain(&layout, links, back);
+            let err = Walker::new(&mem, &layout).stack(0x1000, true).unwrap_err();
+            assert!(err.to_string().contains("loops back"), "{err:#}");
+        }
+        // A long chain without a loop is still only cut at MAX_FRAMES.
+        let mem = shim_chain(&layout, MAX_FRAMES + 10, |i| {
+            if i + 1 == (MAX_FRAMES + 10) as u64 {
+                0
+            } else {
+                frame(i + 1)
+            }
+        });
+        let stack = Walker::new(&mem, &layout).stack(0x1000, false).unwrap();
+        assert!(stack.truncated);
+        let mem = shim_chain(&layout, 300, |i| if i == 299 { 0 } else { frame(i + 1) });
+        let stack = Walker::new(&mem, &layout).stack(0x1000, false).unwrap();
+        assert!(!stack.truncated && stack.frames.is_empty());
+    }
+
+    fn cached(checked: u64, table_bytes: usize) -> CachedCode {
+        CachedCode {
+            info: Rc::new(CodeInfo {
+                name: "f".into(),
+                filename: "f.py".into(),
+                first_line: 1,
+                linetable: vec![0; table_bytes].into(),
+                arg_count: 0,
+                varnames_tuple: 0,
+                kinds_bytes: 0,
+                locals_names: OnceCell::new(),
+            }),
+            fingerprint: CodeFingerprint {
+                name: 0,
+                filename: 0,
+                linetable: 0,
+                first_line: 0,
+            },
+            checked,
+        }
+    }
+
+    fn fill(cache: &mut CodeCache, addrs: std::ops::Range<u64>, checked: u64, table: usize) {
+        for addr in addrs {
+            let entry = cached(checked, table);
+            cache.bytes += entry.cost();
+            cache.entries.insert(addr, entry);
+        }
+    }
+
+    #[test]
+    fn code_cache_drops_code_no_longer_seen_once_over_its_limits() {
+        let mut cache = CodeCache {
+            pass: 1000,
+            ..CodeCache::default()
+        };
+        // Long unused entries up to the limit, and a hundred the last pass used.
+        fill(&mut cache, 0..MAX_CACHED_CODES as u64, 10, 0);
+        fill(&mut cache, 1 << 32..(1 << 32) + 100, 1000, 0);
+        cache.begin_pass();
+        assert_eq!(cache.len(), 100);
+        // Under the limits nothing goes, however old.
+        fill(&mut cache, 0..10, 1, 0);
+        cache.begin_pass();
+        assert_eq!(cache.len(), 110);
+        // Over the count, recently used entries survive while the rest fits.
+        let recent = cache.pass - 5;
+        fill(
+            &mut cache,
+            2 << 32..(2 << 32) + MAX_CACHED_CODES as u64 - 150,
+            recent,
+            0,
+        );
+        fill(&mut cache, 3 << 32..(3 << 32) + 100, 1, 0);
+        cache.begin_pass();
+        assert_eq!(cache.len(), MAX_CACHED_CODES - 50);
+        // ...and the byte limit holds even when the last pass used everything.
+        let pass = cache.pass;
+        fill(&mut cache, 0..80, pass, 1 << 20);
+        cache.begin_pass();
+        assert_eq!(cache.len(), 0);
+        assert_eq!(cache.bytes, 0);
+    }
+
+    #[test]
+    fn local_names_are_cut_short() {
+        let layout = layout_for(3, 10, false, None).unwrap();
+        let o = layout.objects;
+        let StrModel::Pep393 {
+            length,
+            state,
+            ascii_size,
+            kind_shift,
+            compact_bit,
+            ascii_bit,
+            ..
+        } = layout.strings
+        else {
+            panic!("3.10 strings")
+        };
+        let mut mem = FakeMemory::new();
+        // A tuple of one str of 5000 ASCII characters.
+        let mut tuple = vec![0u8; o.tuple_items + 8];
+        tuple[o.ob_size..o.ob_size + 8].copy_from_slice(&1u64.to_le_bytes());
+        tuple[o.tuple_items..o.tuple_items + 8].copy_from_slice(&0x2000u64.to_le_bytes());
+        mem.map(0x1000, tuple);
+        let mut name = vec![b'n'; ascii_size + 5001];
+        name[..ascii_size].fill(0);
+        name[length..length + 8].copy_from_slice(&5000u64.to_le_bytes());
+        let bits: u32 = 1 << kind_shift | 1 << compact_bit | 1 << ascii_bit;
+        name[state..state + 4].copy_from_slice(&bits.to_le_bytes());
+        mem.map(0x2000, name);
+        let mut code = cached(0, 0).info.as_ref().clone();
+        code.varnames_tuple = 0x1000;
+        let names = Walker::new(&mem, &layout).local_names(&code).unwrap();
+        assert_eq!(names.names.len(), 1);
+        assert_eq!(names.names[0].len(), MAX_LOCAL_NAME_CHARS);
     }
 
     #[test]
