@@ -111,7 +111,12 @@ pub fn run(options: RecordOptions) -> Result<u8> {
             recording.free_threaded(targets.root(), &version_string(sampler));
         }
     }
-    let ending = recording.sample(&mut targets, launched.as_mut(), &mut signals);
+    let mut ending = recording.sample(&mut targets, launched.as_mut(), &mut signals);
+    if let (Ending::Exited(None), Some(child)) = (&ending, launched.as_mut()) {
+        // The sampler can find the program gone a moment before its exit status is in;
+        // wait for it, so that the summary and our exit code say how it ended.
+        ending = Ending::Exited(exit_soon(child));
+    }
     let elapsed = recording.elapsed();
     let profile = recording.finish(elapsed);
     let stats = recording.stats;
@@ -119,11 +124,22 @@ pub fn run(options: RecordOptions) -> Result<u8> {
     let path = output.path().to_path_buf();
     // The file's own errors already name the path.
     output.commit(|w| output::write_profile(options.format, &profile, w))?;
-    stats.report(&path, samples, options.rate, elapsed, &ending);
+    stats.report(
+        &path,
+        samples,
+        options.rate,
+        elapsed,
+        &ending,
+        targets.root(),
+    );
 
     match launched {
         Some(mut child) => {
             let exit = wait_for_exit(&mut child, &mut signals, &ending);
+            // When its end was not what ended the recording, the summary could not say it.
+            if !matches!(ending, Ending::Exited(Some(_))) && exit != Exit::Code(0) {
+                crate::note!("py-spy: the program {exit}");
+            }
             Ok(exit.exit_code())
         }
         None => Ok(0),
@@ -157,7 +173,15 @@ struct Stats {
 }
 
 impl Stats {
-    fn report(&self, path: &Path, samples: u64, rate: f64, elapsed: f64, ending: &Ending) {
+    fn report(
+        &self,
+        path: &Path,
+        samples: u64,
+        rate: f64,
+        elapsed: f64,
+        ending: &Ending,
+        root: i32,
+    ) {
         let active = match (self.first_pass, self.last_pass) {
             (Some(first), Some(last)) => (last - first).as_secs_f64(),
             _ => 0.0,
@@ -175,10 +199,17 @@ impl Stats {
             self.passes,
             self.errors
         );
-        if let Ending::Exited(Some(exit)) = ending {
-            if !matches!(exit, Exit::Code(0)) {
+        match ending {
+            Ending::Exited(Some(exit)) if !matches!(exit, Exit::Code(0)) => {
                 crate::note!("py-spy: the program {exit}");
             }
+            // Attach mode: how it ended is known only to its parent.
+            Ending::Exited(None) => {
+                crate::note!(
+                    "py-spy: process {root} has ended (exited or was killed); recording stopped"
+                );
+            }
+            _ => {}
         }
         if *ending == Ending::Exec {
             crate::note!(
@@ -578,6 +609,21 @@ fn wait_for_exit(child: &mut Launched, signals: &mut StopSignals, ending: &Endin
             return exit;
         }
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// How a launched program that the sampler found gone ended: its status arrives within
+/// moments (the last of its threads are still exiting), but is not waited for forever.
+fn exit_soon(child: &mut Launched) -> Option<Exit> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        if let Some(exit) = child.poll() {
+            return Some(exit);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 

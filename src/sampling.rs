@@ -45,8 +45,9 @@ pub enum RootChange {
 }
 
 /// Takes one snapshot of every process being sampled and hands each to `each`. Failures
-/// are counted in `errors` (a process that exits is the end of its samples, not an error)
-/// and passed to `targets`, which drops or re-examines the process. Says whether the
+/// are counted in `errors` (a process that exits or `exec`s another program is the end of
+/// its samples, not an error) and passed to `targets`, which drops or re-examines the
+/// process. Says whether the
 /// root exited or stopped being Python; with `subprocesses`, a root that `exec`ed is not
 /// the end, since its children may still be sampled.
 pub fn sample_all(
@@ -64,12 +65,7 @@ pub fn sample_all(
                 each(target, &snapshot);
                 succeeded.push(target.pid);
             }
-            Err(err) => {
-                if !is_process_gone(&err) {
-                    *errors += 1;
-                }
-                failed.push((target.pid, err));
-            }
+            Err(err) => failed.push((target.pid, err)),
         }
     }
     for pid in succeeded {
@@ -78,12 +74,17 @@ pub fn sample_all(
     let mut root_change = None;
     for (pid, err) in failed {
         let change = targets.sample_failed(pid, &err);
+        if !is_process_gone(&err) && !matches!(change, Some(Change::Exited | Change::Exec)) {
+            *errors += 1;
+        }
         if pid != targets.root() {
             continue;
         }
         match change {
             Some(Change::Exited) => root_change = Some(RootChange::Exited),
-            Some(Change::Reset) if !subprocesses => root_change = Some(RootChange::Exec),
+            Some(Change::Exec | Change::Reset) if !subprocesses => {
+                root_change = Some(RootChange::Exec)
+            }
             _ => {}
         }
     }

@@ -303,7 +303,11 @@ impl Targets {
             }
             return Some(Change::Exited);
         }
-        if current_exe != *exe || *failures >= MAX_FAILURES {
+        if current_exe != *exe {
+            target.state = waiting(current_exe, "exec'd another program".to_owned());
+            return Some(Change::Exec);
+        }
+        if *failures >= MAX_FAILURES {
             target.state = waiting(current_exe, "exec'd another program".to_owned());
             return Some(Change::Reset);
         }
@@ -316,8 +320,11 @@ impl Targets {
 pub enum Change {
     /// It exited.
     Exited,
-    /// It runs another program now, or could not be read many times in a row; its
-    /// interpreter is looked for again.
+    /// It runs another program now (its executable changed); its interpreter is looked
+    /// for again.
+    Exec,
+    /// It could not be read many times in a row (it may have `exec`ed the same program
+    /// again); its interpreter is looked for again.
     Reset,
 }
 

@@ -5,7 +5,7 @@
 //! needs the target's cooperation, and nothing survives us: if the profiler dies while the
 //! target is paused, the kernel detaches and the target resumes.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::c_void;
 use std::fs::{self, File};
 use std::io::{self, IoSliceMut};
@@ -151,11 +151,15 @@ impl LinuxProcess {
         }
     }
 
-    /// Stops one thread: seize, interrupt, wait for the stop. Records it in `guard` as soon
-    /// as it is seized so that any failure afterwards still detaches it.
-    fn stop_thread(&self, tid: i32, guard: &mut Paused) -> Result<()> {
+    /// Seizes one thread and asks it to stop, without waiting for the stop (see
+    /// [`Process::pause`] for why). Records it in `guard` as soon as it is seized so that
+    /// any failure afterwards still detaches it.
+    fn seize_and_interrupt(&self, tid: i32, guard: &mut Paused) -> Result<()> {
         let pid = Pid::from_raw(tid);
-        match ptrace::seize(pid, ptrace::Options::empty()) {
+        // PTRACE_O_TRACEEXEC: a thread that execs while we hold it stops when the exec is
+        // done. Without it the stop we ask for can be lost in the exec: the new program ran
+        // on, traced, and the pause waited until it exited (a `sleep 3` made a 3 s pause).
+        match ptrace::seize(pid, ptrace::Options::PTRACE_O_TRACEEXEC) {
             Ok(()) => {}
             // The thread exited between listing and attaching: nothing to stop.
             Err(Errno::ESRCH) => return Ok(()),
@@ -178,35 +182,17 @@ impl LinuxProcess {
                     .with_context(|| format!("ptrace seize of thread {tid}"));
             }
         }
-        guard.threads.push(Stopped {
-            tid,
-            stopped: false,
-            signal: 0,
-        });
-        let slot = guard.threads.len() - 1;
+        guard.add(tid);
         match ptrace::interrupt(pid) {
-            Ok(()) => {}
+            Ok(()) => Ok(()),
             Err(Errno::ESRCH) => {
-                // Gone (or a zombie thread): forget it, detaching would fail anyway.
-                guard.threads.pop();
-                return Ok(());
+                // Gone (released): nothing to wait for, detaching would fail anyway.
+                guard.forget_last();
+                Ok(())
             }
             Err(e) => {
-                return Err(io::Error::from(e))
-                    .with_context(|| format!("ptrace interrupt of thread {tid}"));
+                Err(io::Error::from(e)).with_context(|| format!("ptrace interrupt of thread {tid}"))
             }
-        }
-        match wait_for_stop(tid) {
-            Ok(Some(signal)) => {
-                guard.threads[slot].stopped = true;
-                guard.threads[slot].signal = signal;
-                Ok(())
-            }
-            Ok(None) => {
-                guard.threads.pop();
-                Ok(())
-            }
-            Err(e) => Err(e).with_context(|| format!("waiting for thread {tid} to stop")),
         }
     }
 }
@@ -293,8 +279,8 @@ fn waiting_syscall(nr: i64) -> bool {
     }
 }
 
-/// Exit statuses of processes that `wait_for_stop` reaped: a launched program is both our
-/// child and our tracee, so waiting for its threads to stop can consume its exit status.
+/// Exit statuses of processes that a pause reaped: a launched program is both our child
+/// and our tracee, so waiting for its threads to stop can consume its exit status.
 static REAPED: Mutex<BTreeMap<i32, libc::c_int>> = Mutex::new(BTreeMap::new());
 
 /// The raw wait status of `pid` if a pause reaped it (once; the entry is removed).
@@ -305,86 +291,209 @@ pub fn take_reaped_status(pid: i32) -> Option<libc::c_int> {
         .remove(&pid)
 }
 
-/// Waits for a seized and interrupted thread to report a stop. Returns the signal to give
-/// back when detaching (non-zero only for a signal-delivery stop, which would otherwise
-/// swallow the signal), or `None` if the thread exited instead.
-///
-/// Uses `libc::waitpid` rather than nix's wrapper: nix fails to decode stops for real-time
-/// signals, and the status it consumed would be lost.
-fn wait_for_stop(tid: i32) -> Result<Option<i32>> {
-    loop {
-        let mut status: libc::c_int = 0;
-        // SAFETY: plain system call with a valid pointer to a local.
-        let r = unsafe { libc::waitpid(tid, &mut status, libc::__WALL) };
-        if r < 0 {
-            match Errno::last() {
-                Errno::EINTR => continue,
-                Errno::ECHILD => return Ok(None),
-                e => return Err(io::Error::from(e).into()),
-            }
-        }
-        if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
-            // If this was our own child (a launched program), its exit status was just
-            // consumed here; keep it for whoever waits for the program.
-            if r == tid {
-                REAPED
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(tid, status);
-            }
-            return Ok(None);
-        }
-        if libc::WIFSTOPPED(status) {
-            let event = status >> 16;
-            let signal = libc::WSTOPSIG(status);
-            // An event stop (our interrupt, or a group stop) carries no signal to re-inject;
-            // a plain stop is a signal on its way in, which must not be lost.
-            return Ok(Some(if event == 0 { signal } else { 0 }));
-        }
-        // Continued or anything else: not stopped yet, keep waiting.
-    }
-}
-
 /// One thread we seized.
 #[derive(Debug)]
 struct Stopped {
     tid: i32,
-    /// Whether we saw it stop (detach only works on a stopped tracee).
-    stopped: bool,
+    state: StopState,
     /// Signal to deliver on detach (0 for none).
     signal: i32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopState {
+    /// Seized and asked to stop; no stop seen yet (a running tracee cannot be detached).
+    Pending,
+    /// In a ptrace stop: ours to read, then to detach.
+    Stopped,
+    /// Exited (and reaped) or vanished: nothing left to detach.
+    Gone,
 }
 
 /// Keeps the seized threads stopped; detaches them all on drop.
 #[derive(Debug)]
 struct Paused {
+    /// The process (its main thread's id).
+    pid: i32,
     threads: Vec<Stopped>,
+    /// Index in `threads` by thread id.
+    index: HashMap<i32, usize>,
 }
 
 impl PauseGuard for Paused {}
 
-impl Drop for Paused {
-    fn drop(&mut self) {
-        for t in self.threads.drain(..) {
-            if !t.stopped {
-                // Seized but never seen stopped (we failed in between): stop it now, since
-                // a running tracee cannot be detached and would later stop at its next
-                // signal waiting for us.
-                let _ = ptrace::interrupt(Pid::from_raw(t.tid));
-                if !matches!(wait_for_stop(t.tid), Ok(Some(_))) {
-                    continue;
+impl Paused {
+    fn new(pid: i32) -> Paused {
+        Paused {
+            pid,
+            threads: Vec::new(),
+            index: HashMap::new(),
+        }
+    }
+
+    fn add(&mut self, tid: i32) {
+        self.index.insert(tid, self.threads.len());
+        self.threads.push(Stopped {
+            tid,
+            state: StopState::Pending,
+            signal: 0,
+        });
+    }
+
+    fn forget_last(&mut self) {
+        if let Some(t) = self.threads.pop() {
+            self.index.remove(&t.tid);
+        }
+    }
+
+    fn any(&self, state: StopState) -> bool {
+        self.threads.iter().any(|t| t.state == state)
+    }
+
+    /// Waits until no seized thread is [`StopState::Pending`].
+    ///
+    /// Reports are taken from any of our tracees, in whatever order they come, never by
+    /// waiting for one particular thread: a thread inside `execve` does not stop until
+    /// every other thread of its process is gone, and those we hold, killed by the exec,
+    /// are gone only once we reap them. Waiting for the exec'ing thread alone deadlocked
+    /// both processes (py-spy in `wait4`, the target in `begin_new_exec`).
+    ///
+    /// Uses `libc::waitpid` rather than nix's wrapper: nix fails to decode stops for
+    /// real-time signals, and the status it consumed would be lost.
+    fn wait_pending(&mut self) -> Result<()> {
+        while self.any(StopState::Pending) {
+            let mut status: libc::c_int = 0;
+            // SAFETY: plain system call with a valid pointer to a local. __WNOTHREAD: only
+            // this thread's tracees and children, not those of other threads of ours.
+            let r = unsafe { libc::waitpid(-1, &mut status, libc::__WALL | libc::__WNOTHREAD) };
+            if r < 0 {
+                match Errno::last() {
+                    Errno::EINTR => continue,
+                    // No tracee or child left at all: whatever is pending is gone.
+                    Errno::ECHILD => {
+                        self.forget_pending(|_| true);
+                        break;
+                    }
+                    e => return Err(io::Error::from(e)).context("waiting for threads to stop"),
                 }
             }
-            // SAFETY: PTRACE_DETACH takes no pointers; the signal travels in `data`.
-            // Errors (thread gone) are ignored: there is nothing left to resume.
-            unsafe {
-                libc::ptrace(
-                    libc::PTRACE_DETACH,
-                    t.tid,
-                    std::ptr::null_mut::<c_void>(),
-                    t.signal as usize as *mut c_void,
-                );
+            self.report(r, status);
+            if r == self.pid {
+                // After an exec from another thread, that thread reports under the main
+                // thread's id, and its own id is gone without a report: stop waiting for
+                // threads that no longer exist.
+                let pid = self.pid;
+                self.forget_pending(|tid| !Path::new(&format!("/proc/{pid}/task/{tid}")).exists());
             }
+        }
+        Ok(())
+    }
+
+    /// Marks the pending threads for which `gone` holds as gone.
+    fn forget_pending(&mut self, gone: impl Fn(i32) -> bool) {
+        for t in &mut self.threads {
+            if t.state == StopState::Pending && gone(t.tid) {
+                t.state = StopState::Gone;
+            }
+        }
+    }
+
+    /// Takes in one wait status of `who`.
+    fn report(&mut self, who: i32, status: libc::c_int) {
+        let ended = libc::WIFEXITED(status) || libc::WIFSIGNALED(status);
+        match self.index.get(&who).map(|&i| &mut self.threads[i]) {
+            Some(t) if ended => {
+                t.state = StopState::Gone;
+                // Our own child (a launched program): its exit status was just consumed;
+                // keep it for whoever waits for the program.
+                if who == self.pid {
+                    stash_exit(who, status);
+                }
+            }
+            Some(t) if libc::WIFSTOPPED(status) => {
+                let event = status >> 16;
+                // An event stop (our interrupt, or a group stop) carries no signal to
+                // re-inject; a plain stop is a signal on its way in, which must not be lost.
+                t.signal = if event == 0 {
+                    libc::WSTOPSIG(status)
+                } else {
+                    0
+                };
+                t.state = StopState::Stopped;
+            }
+            Some(_) => {}
+            // Not one of this pause's threads: a child of ours that ended (a launched
+            // program, while one of its descendants was being paused), or a tracee that
+            // is not ours to keep: release it.
+            None if ended => stash_exit(who, status),
+            None if libc::WIFSTOPPED(status) => {
+                detach(who, 0);
+            }
+            None => {}
+        }
+    }
+}
+
+fn stash_exit(pid: i32, status: libc::c_int) {
+    REAPED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(pid, status);
+}
+
+/// Detaches a stopped tracee, delivering `signal` (0 for none). False if it was not
+/// attached and stopped any more (killed, or gone).
+fn detach(tid: i32, signal: i32) -> bool {
+    // SAFETY: PTRACE_DETACH takes no pointers; the signal travels in `data`.
+    let r = unsafe {
+        libc::ptrace(
+            libc::PTRACE_DETACH,
+            tid,
+            std::ptr::null_mut::<c_void>(),
+            signal as usize as *mut c_void,
+        )
+    };
+    r == 0
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        if self.any(StopState::Pending) {
+            // Seized but never seen stopped (we failed in between): stop them now, since
+            // a running tracee cannot be detached and would later stop at its next signal
+            // waiting for us.
+            for t in &self.threads {
+                if t.state == StopState::Pending {
+                    let _ = ptrace::interrupt(Pid::from_raw(t.tid));
+                }
+            }
+            let _ = self.wait_pending();
+        }
+        // The main thread is resumed last. Resumed first, it could go straight into an
+        // `execve` it was about to make, which kills every other thread and waits until
+        // they are reaped: those we still held were then reaped by nobody (detaching a
+        // killed tracee fails), and the exec and our next attach (which blocks while an
+        // exec is under way) waited for each other forever. Seen in the fault tests with
+        // the main thread resumed first: about one run in five at 2000 samples/s.
+        let leader = self.pid;
+        let mut killed = false;
+        let mut order: Vec<usize> = (0..self.threads.len()).collect();
+        order.sort_by_key(|&i| self.threads[i].tid == leader);
+        for i in order {
+            let t = &mut self.threads[i];
+            if t.state != StopState::Stopped {
+                continue;
+            }
+            t.state = StopState::Gone;
+            if !detach(t.tid, t.signal) {
+                // Killed while stopped (SIGKILL is the only way out of a ptrace stop that
+                // we did not make): its exit is ours to reap, or its process cannot end.
+                t.state = StopState::Pending;
+                killed = true;
+            }
+        }
+        if killed {
+            let _ = self.wait_pending();
         }
     }
 }
@@ -537,9 +646,7 @@ impl Process for LinuxProcess {
     fn pause(&self) -> Result<Box<dyn PauseGuard>> {
         // The guard exists before the first attach, so an early return detaches whatever
         // was attached so far.
-        let mut guard = Paused {
-            threads: Vec::new(),
-        };
+        let mut guard = Paused::new(self.pid);
         let mut seen = HashSet::new();
         // Threads not yet stopped can start new ones while we attach, so list again until a
         // listing brings nothing new (bounded, in case something spawns threads endlessly).
@@ -549,11 +656,25 @@ impl Process for LinuxProcess {
             if new.is_empty() {
                 break;
             }
-            for tid in new {
-                self.stop_thread(tid, &mut guard)?;
+            // The main thread is stopped first: once it is, it cannot start an `execve`
+            // while we attach to the others. An exec kills every other thread and waits
+            // until they are reaped, and attaching blocks until the exec is done: the exec
+            // would wait for us to reap the threads we already hold while we wait in the
+            // attach. (An exec from another thread can still do this; the kernel offers no
+            // way out.)
+            if new.contains(&self.pid) {
+                self.seize_and_interrupt(self.pid, &mut guard)?;
+                guard.wait_pending()?;
             }
+            // The others are all asked to stop before we wait for any: they then stop in
+            // parallel, instead of one scheduling round trip after another (with a
+            // thousand threads that made a pause cost tens of milliseconds).
+            for tid in new.into_iter().filter(|&t| t != self.pid) {
+                self.seize_and_interrupt(tid, &mut guard)?;
+            }
+            guard.wait_pending()?;
         }
-        if guard.threads.is_empty() {
+        if !guard.any(StopState::Stopped) {
             bail!("process {} has exited (no thread left to pause)", self.pid);
         }
         Ok(Box::new(guard))
