@@ -304,7 +304,7 @@ fn a_dead_process_is_reported_gone() {
     );
     let err = LinuxProcess::open(pid).unwrap_err().to_string();
     assert!(
-        err.starts_with(&format!("no process with pid {pid}")),
+        err.starts_with(&format!("process {pid} is a zombie")),
         "{err}"
     );
 
