@@ -18,9 +18,12 @@
 //! SVG well-formed and naming the hot function; on 3.12 the SVG is also loaded in headless
 //! Chromium, its search run, no script errors), `--idle`, `--gil`, `--threads`,
 //! `--function`, `--nolineno`, `--full-filenames`, `--nonblocking`, `--subprocesses` with
-//! multiprocessing workers, `-d` timing, SIGINT/SIGTERM, exit codes in launch mode, a
-//! target that exits while recorded, `-o` in a missing directory. Plus: bad option values,
-//! and `--gil` on the free-threaded 3.13t.
+//! multiprocessing workers, `-d` timing, `python -m` in launch mode, `-o` in a missing
+//! directory. Plus: bad option values, and `--gil` on the free-threaded 3.13t.
+//!
+//! Faults — the target exiting, killed or exec'ing mid-record, signals to py-spy (exit
+//! codes in launch mode among them), thread churn, 1,000 threads, deep recursion — are
+//! the rows of tests/faults.rs.
 //!
 //! Failures of a test are collected and reported together with the py-spy runs they come
 //! from (command, exit status, stdout, stderr) and a summary of the profile.
@@ -157,21 +160,6 @@ fn line_range(info: &Value, function: &str) -> Option<(u32, u32)> {
         lines.first()?.as_u64()? as u32,
         lines.get(1)?.as_u64()? as u32,
     ))
-}
-
-/// Waits for a file that a process started by py-spy writes, as long as py-spy runs.
-fn wait_for_file(path: &Path, py_spy: &mut common::RunningPySpy, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if path.exists() {
-            return true;
-        }
-        if !py_spy.running() {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    false
 }
 
 // ------------------------------------------------------- per-interpreter tests --
@@ -580,12 +568,12 @@ macro_rules! option_tests {
                     super::option_test($label, super::check_subprocesses);
                 }
                 #[test]
-                fn duration_and_signals() {
-                    super::option_test($label, super::check_duration_and_signals);
+                fn duration() {
+                    super::option_test($label, super::check_duration);
                 }
                 #[test]
-                fn exits() {
-                    super::option_test($label, super::check_exits);
+                fn module_and_output() {
+                    super::option_test($label, super::check_module_and_output);
                 }
             }
         )*
@@ -1036,12 +1024,12 @@ fn check_subprocesses(interp: &Interpreter, report: &mut Report) {
     );
 }
 
-fn check_duration_and_signals(interp: &Interpreter, report: &mut Report) {
+/// `-d 1.5` lasts 1.5 s of wall time. (What signals to py-spy do is a fault row of
+/// tests/faults.rs.)
+fn check_duration(interp: &Interpreter, report: &mut Report) {
     let label = interp.label;
     let target = IdleTarget::start(interp);
     let pid = target.pid.to_string();
-
-    // -d 1.5 lasts 1.5 s of wall time.
     let out = target.wd.host("duration.txt");
     let out_arg = arg(&out);
     let py_spy = spawn_py_spy(&[
@@ -1054,88 +1042,12 @@ fn check_duration_and_signals(interp: &Interpreter, report: &mut Report) {
         errors.push(format!("-d 1.5 took {elapsed:?} (expected 1.5 ± 0.3 s)"));
     }
     report.check(&format!("{label} -d 1.5"), errors, Some(&run), "");
-
-    // SIGINT / SIGTERM to py-spy in attach mode: output written, target running.
-    for (signal, name) in [(libc::SIGINT, "SIGINT"), (libc::SIGTERM, "SIGTERM")] {
-        let out = target.wd.host(&format!("{name}.txt"));
-        let out_arg = arg(&out);
-        let mut py_spy = spawn_py_spy(&["record", "--pid", &pid, "-f", "raw", "-o", &out_arg]);
-        // Signal once it is sampling: its first line is out, plus a moment.
-        py_spy.wait_for_stderr_line("py-spy: recording", Duration::from_secs(20));
-        thread::sleep(Duration::from_millis(800));
-        py_spy.signal(signal);
-        let (run, _) = py_spy.wait(Duration::from_secs(20));
-        let mut errors = run_errors(&run, true);
-        if let Some((_, folded)) = raw_profile(&run, &out, &mut errors) {
-            check_spin(&target, &folded, &mut errors);
-        }
-        target.check_not_stopped(&mut errors);
-        report.check(
-            &format!("{label} attach mode, {name} to py-spy"),
-            errors,
-            Some(&run),
-            "",
-        );
-    }
-
-    // SIGTERM to py-spy in launch mode: forwarded to the program; py-spy exits with its
-    // status (128 + 15).
-    let wd = Workdir::new(interp);
-    let out = wd.host("launch-sigterm.txt");
-    let out_arg = arg(&out);
-    let ready = wd.host("ready.json");
-    let mut args: Vec<String> = ["record", "-f", "raw", "-o", &out_arg, "--"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    // A short lifetime: if py-spy left it running, it still ends (and closes the pipes
-    // it inherited from py-spy) soon.
-    args.extend(wd.command(IdleTarget::SCRIPT, &[&wd.seen("ready.json"), "20"]));
-    let mut py_spy = spawn_py_spy(&args);
-    let mut errors = Vec::new();
-    let started = wait_for_file(&ready, &mut py_spy, READY_TIMEOUT);
-    if !started {
-        errors.push("the program never wrote ready.json".into());
-    }
-    thread::sleep(Duration::from_millis(700));
-    py_spy.signal(libc::SIGTERM);
-    let (run, _) = py_spy.wait(Duration::from_secs(20));
-    errors.extend(run_errors(&run, false));
-    if run.status.code() != Some(143) {
-        errors.push(format!(
-            "exit status {} (expected 143: the program killed by the forwarded SIGTERM)",
-            run.status
-        ));
-    }
-    if let Some((_, folded)) = raw_profile(&run, &out, &mut errors) {
-        if folded.count_function("spin") == 0 {
-            errors.push("no spin samples".into());
-        }
-    }
-    if let Some(pid) = wd
-        .read_json("ready.json")
-        .ok()
-        .and_then(|r| r["pid"].as_u64())
-    {
-        if Path::new(&format!("/proc/{pid}")).exists() {
-            errors.push(format!(
-                "the program {pid} still exists after py-spy exited"
-            ));
-            // SAFETY: plain syscall; the process is the one this test launched.
-            unsafe {
-                libc::kill(pid as i32, libc::SIGKILL);
-            }
-        }
-    }
-    report.check(
-        &format!("{label} launch mode, SIGTERM to py-spy"),
-        errors,
-        Some(&run),
-        "",
-    );
 }
 
-fn check_exits(interp: &Interpreter, report: &mut Report) {
+/// `-- python -m module args`, and `-o` in a missing directory. (How the program's exit
+/// status comes out of py-spy when it exits, is killed or execs mid-record is a fault row
+/// of tests/faults.rs.)
+fn check_module_and_output(interp: &Interpreter, report: &mut Report) {
     let label = interp.label;
     let script = "record_exit.py";
     let wd = Workdir::new(interp);
@@ -1144,37 +1056,6 @@ fn check_exits(interp: &Interpreter, report: &mut Report) {
         "busy_exit ({short}:{})",
         marker_line(script, "HOT busy_exit")
     );
-
-    // Launch mode: py-spy exits with the program's status, 128 + N for signal N.
-    for (mode, code) in [("0", 0), ("3", 3), ("term", 143), ("kill", 137)] {
-        let out = wd.host(&format!("exit-{mode}.txt"));
-        let out_arg = arg(&out);
-        let mut args: Vec<String> = ["record", "-f", "raw", "-o", &out_arg, "--"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        args.extend(wd.command(script, &[mode, "0.3"]));
-        let args_ref: Vec<&str> = args.iter().map(String::as_str).collect();
-        let run = run_py_spy(&args_ref, RUN_TIMEOUT);
-        let mut errors = run_errors(&run, false);
-        if run.status.code() != Some(code) {
-            errors.push(format!("exit status {} (expected {code})", run.status));
-        }
-        if let Some((_, folded)) = raw_profile(&run, &out, &mut errors) {
-            if folded.labels_of("busy_exit").keys().ne([&hot]) {
-                errors.push(format!(
-                    "busy_exit labels {:?}, expected only {hot:?}",
-                    folded.labels_of("busy_exit")
-                ));
-            }
-        }
-        report.check(
-            &format!("{label} launch mode, program ends with {mode}"),
-            errors,
-            Some(&run),
-            "",
-        );
-    }
 
     // `-- python -m module args`: the module runs as __main__ and keeps its exit code.
     // PYTHONPATH is set through `env`, which execs the interpreter (or chroot) in place.
@@ -1214,31 +1095,6 @@ fn check_exits(interp: &Interpreter, report: &mut Report) {
     }
     report.check(
         &format!("{label} launch mode, python -m record_exit 3"),
-        errors,
-        Some(&run),
-        "",
-    );
-
-    // Attach mode, no -d: the target exits after 1.5 s; py-spy writes what it has.
-    let mut child = wd.spawn(script, &["0", "1.5", &wd.seen("ready.json")]);
-    wd.wait_json("ready.json", &mut child, script, READY_TIMEOUT);
-    let pid = child.pid().to_string();
-    let out = wd.host("exits-mid-run.txt");
-    let out_arg = arg(&out);
-    let run = run_py_spy(
-        &["record", "--pid", &pid, "-f", "raw", "-o", &out_arg],
-        RUN_TIMEOUT,
-    );
-    let mut errors = run_errors(&run, true);
-    if let Some((_, folded)) = raw_profile(&run, &out, &mut errors) {
-        let busy = folded.labels_of("busy_exit");
-        if busy.keys().ne([&hot]) {
-            errors.push(format!("busy_exit labels {busy:?}, expected only {hot:?}"));
-        }
-    }
-    drop(child);
-    report.check(
-        &format!("{label} attach mode, the target exits"),
         errors,
         Some(&run),
         "",

@@ -352,47 +352,49 @@ impl Paused {
 
     /// Waits until no seized thread is [`StopState::Pending`].
     ///
-    /// Reports are taken from any of our tracees, in whatever order they come, never by
-    /// waiting for one particular thread: a thread inside `execve` does not stop until
-    /// every other thread of its process is gone, and those we hold, killed by the exec,
-    /// are gone only once we reap them. Waiting for the exec'ing thread alone deadlocked
-    /// both processes (py-spy in `wait4`, the target in `begin_new_exec`).
+    /// When no pending thread has reported yet, this waits for a report from any of our
+    /// tracees, never for one particular thread: a thread inside `execve` does not stop
+    /// until every other thread of its process is gone, and those we hold, killed by the
+    /// exec, are gone only once we reap them. Waiting for the exec'ing thread alone
+    /// deadlocked both processes (py-spy in `wait4`, the target in `begin_new_exec`). But
+    /// such a wait looks at every tracee, so reports are first collected thread by thread
+    /// without blocking: with a thousand threads, waiting on any tracee each time made
+    /// the pause cost quadratic.
     ///
     /// Uses `libc::waitpid` rather than nix's wrapper: nix fails to decode stops for
     /// real-time signals, and the status it consumed would be lost.
     fn wait_pending(&mut self) -> Result<()> {
-        while self.any(StopState::Pending) {
-            let mut status: libc::c_int = 0;
-            // SAFETY: plain system call with a valid pointer to a local. __WNOTHREAD: only
-            // this thread's tracees and children, not those of other threads of ours.
-            let r = unsafe { libc::waitpid(-1, &mut status, libc::__WALL | libc::__WNOTHREAD) };
-            if r < 0 {
-                match Errno::last() {
-                    Errno::EINTR => continue,
-                    // No tracee or child left at all: whatever is pending is gone.
-                    Errno::ECHILD => {
-                        self.forget_pending(|_| true);
-                        break;
-                    }
-                    e => return Err(io::Error::from(e)).context("waiting for threads to stop"),
+        loop {
+            for i in 0..self.threads.len() {
+                if self.threads[i].state != StopState::Pending {
+                    continue;
+                }
+                let tid = self.threads[i].tid;
+                match wait_status(tid, libc::WNOHANG)? {
+                    // Nothing yet.
+                    Some((0, _)) => {}
+                    Some((r, status)) => self.report(r, status),
+                    // Not a tracee of ours any more: a thread that exec'd from another
+                    // thread than the main one now reports under the main thread's id, and
+                    // its own id is gone without a report.
+                    None => self.threads[i].state = StopState::Gone,
                 }
             }
-            self.report(r, status);
-            if r == self.pid {
-                // After an exec from another thread, that thread reports under the main
-                // thread's id, and its own id is gone without a report: stop waiting for
-                // threads that no longer exist.
-                let pid = self.pid;
-                self.forget_pending(|tid| !Path::new(&format!("/proc/{pid}/task/{tid}")).exists());
+            if !self.any(StopState::Pending) {
+                return Ok(());
+            }
+            match wait_status(-1, 0)? {
+                Some((r, status)) => self.report(r, status),
+                // No tracee or child left at all: whatever is pending is gone.
+                None => self.forget_pending(),
             }
         }
-        Ok(())
     }
 
-    /// Marks the pending threads for which `gone` holds as gone.
-    fn forget_pending(&mut self, gone: impl Fn(i32) -> bool) {
+    /// Marks every pending thread as gone.
+    fn forget_pending(&mut self) {
         for t in &mut self.threads {
-            if t.state == StopState::Pending && gone(t.tid) {
+            if t.state == StopState::Pending {
                 t.state = StopState::Gone;
             }
         }
@@ -430,6 +432,27 @@ impl Paused {
                 detach(who, 0);
             }
             None => {}
+        }
+    }
+}
+
+/// `waitpid(who, __WALL | __WNOTHREAD | flags)`: `Some((pid, status))` for a report,
+/// `Some((0, 0))` when WNOHANG found none, `None` when `who` is no tracee or child of
+/// ours (ECHILD). __WNOTHREAD: only this thread's tracees and children, not those of
+/// other threads of ours.
+fn wait_status(who: i32, flags: libc::c_int) -> Result<Option<(i32, libc::c_int)>> {
+    loop {
+        let mut status: libc::c_int = 0;
+        // SAFETY: plain system call with a valid pointer to a local.
+        let r =
+            unsafe { libc::waitpid(who, &mut status, libc::__WALL | libc::__WNOTHREAD | flags) };
+        if r >= 0 {
+            return Ok(Some((r, status)));
+        }
+        match Errno::last() {
+            Errno::EINTR => continue,
+            Errno::ECHILD => return Ok(None),
+            e => return Err(io::Error::from(e)).context("waiting for threads to stop"),
         }
     }
 }

@@ -684,6 +684,20 @@ impl RunningPySpy {
         false
     }
 
+    /// Waits at most `timeout` for it to exit; says whether it did.
+    pub fn exits_within(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if !self.running() {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Sends `signal` (e.g. `libc::SIGINT`) to py-spy.
     pub fn signal(&self, signal: i32) {
         // SAFETY: plain syscall on the pid of a child that has not been reaped yet.

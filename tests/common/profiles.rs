@@ -222,6 +222,18 @@ pub struct Summary {
     pub line: String,
     pub samples: u64,
     pub errors: u64,
+    /// `<P>`, `<T>`, `<R>` and `<Q>`, when the line has them.
+    pub passes: Option<u64>,
+    pub seconds: Option<f64>,
+    pub achieved: Option<f64>,
+    pub asked: Option<f64>,
+}
+
+/// The text between the last `start` and the following `end` in `line`, as a number.
+fn float_between(line: &str, start: &str, end: &str) -> Option<f64> {
+    let from = line.rfind(start)? + start.len();
+    let len = line[from..].find(end)?;
+    line[from..from + len].trim().parse().ok()
 }
 
 /// The number just before ` <word>` in `line`, e.g. `number_before(line, " samples")`.
@@ -254,6 +266,10 @@ impl Summary {
             line: line.to_string(),
             samples,
             errors,
+            passes: number_before(line, " passes"),
+            seconds: float_between(line, " passes in ", " s ("),
+            achieved: float_between(line, " s (", "/s of "),
+            asked: float_between(line, "/s of ", "/s asked)"),
         })
     }
 }
@@ -768,6 +784,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!((s.samples, s.errors), (598, 2));
+        assert_eq!(s.passes, Some(600));
+        assert_eq!(
+            (s.seconds, s.achieved, s.asked),
+            (Some(3.0), Some(199.3), Some(200.0))
+        );
         assert!(Summary::find("nothing").is_err());
     }
 }
