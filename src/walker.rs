@@ -229,11 +229,20 @@ impl<'a, M: MemoryReader + ?Sized> Walker<'a, M> {
             .mem()
             .read_u64(interp.wrapping_add(l.interp.tstate_head as u64))
             .context("reading the interpreter's thread list")?;
+        // A loop is found with Brent's method, as in `stack`: searching the list so far
+        // for every entry would cost a million comparisons per pass with 1,000 threads.
+        let (mut mark, mut power, mut since_mark) = (0u64, 1usize, 0usize);
         while tstate != 0 {
-            if out.len() >= MAX_THREADS || out.contains(&tstate) {
+            if out.len() >= MAX_THREADS || tstate == mark {
                 bail!("thread list of interpreter {interp:#x} does not end");
             }
             out.push(tstate);
+            since_mark += 1;
+            if since_mark == power {
+                mark = tstate;
+                power *= 2;
+                since_mark = 0;
+            }
             tstate = self
                 .mem()
                 .read_u64(tstate.wrapping_add(l.thread.next as u64))?;
@@ -712,6 +721,37 @@ mod tests {
         let names = Walker::new(&mem, &layout).local_names(&code).unwrap();
         assert_eq!(names.names.len(), 1);
         assert_eq!(names.names[0].len(), MAX_LOCAL_NAME_CHARS);
+    }
+
+    #[test]
+    fn looping_thread_lists_fail_and_proper_ones_end() {
+        let layout = layout_for(3, 12, false, None).unwrap();
+        let (head, next) = (layout.interp.tstate_head as u64, layout.thread.next as u64);
+        // Thread states at 0x10000 + 0x1000 * i; `links[i]` is where state i points next.
+        let list = |links: &[u64]| {
+            let mut mem = FakeMemory::new();
+            let mut interp = vec![0u8; head as usize + 8];
+            interp[head as usize..].copy_from_slice(&0x10000u64.to_le_bytes());
+            mem.map(0x1000, interp);
+            for (i, link) in links.iter().enumerate() {
+                let mut state = vec![0u8; next as usize + 8];
+                state[next as usize..].copy_from_slice(&link.to_le_bytes());
+                mem.map(0x10000 + 0x1000 * i as u64, state);
+            }
+            mem
+        };
+        let walk = |mem: &FakeMemory| Walker::new(mem, &layout).thread_states(0x1000);
+        let ends = list(&[0x11000, 0x12000, 0]);
+        assert_eq!(walk(&ends).unwrap(), vec![0x10000, 0x11000, 0x12000]);
+        assert!(walk(&list(&[0x10000])).is_err(), "a state naming itself");
+        assert!(
+            walk(&list(&[0x11000, 0x12000, 0x10000])).is_err(),
+            "a cycle of 3"
+        );
+        assert!(
+            walk(&list(&[0x11000, 0x12000, 0x11000])).is_err(),
+            "a tail and a cycle"
+        );
     }
 
     #[test]

@@ -1149,51 +1149,6 @@ fn check_one_line_error(run: &Run, errors: &mut Vec<String>) {
 
 // --------------------------------------------------------------- other tests --
 
-/// Bad option values: an immediate one-line error naming the option; nothing recorded.
-#[test]
-fn record_bad_arguments() {
-    let dir = profiles::tempdir("record-bad-args").expect("temporary directory");
-    let out = dir.join("out.svg");
-    let out_arg = arg(&out);
-    let pid = common::unused_pid().to_string();
-    let cases: [(&[&str], &[&str]); 6] = [
-        (&["-r", "0"], &["rate"]),
-        // Naming the offending value is as good as naming the option.
-        (&["-r", "-5"], &["rate", "-5"]),
-        (&["-r", "1e9"], &["rate"]),
-        (&["-d", "0"], &["duration"]),
-        (&["-d", "abc"], &["duration"]),
-        (&["--function", "--nolineno"], &["function", "nolineno"]),
-    ];
-    let mut report = Report::new("bad arguments");
-    for (bad, words) in cases {
-        let mut args = vec!["record"];
-        args.extend_from_slice(bad);
-        args.extend_from_slice(&["--pid", &pid, "-o", &out_arg]);
-        let started = Instant::now();
-        let run = run_py_spy(&args, Duration::from_secs(20));
-        let elapsed = started.elapsed();
-        let mut errors = run_errors(&run, false);
-        check_one_line_error(&run, &mut errors);
-        let text = run.stderr.to_lowercase();
-        if !words.iter().any(|w| text.contains(w)) {
-            errors.push(format!("the error does not mention {words:?}"));
-        }
-        if text.contains("no such process") || text.contains("not found") {
-            errors.push("the pid was looked at before the options were checked".into());
-        }
-        if elapsed > Duration::from_secs(2) {
-            errors.push(format!("took {elapsed:?} (expected an immediate error)"));
-        }
-        if out.exists() {
-            errors.push(format!("{} was written", out.display()));
-        }
-        report.check(&format!("record {}", bad.join(" ")), errors, Some(&run), "");
-    }
-    let _ = fs::remove_dir_all(&dir);
-    report.finish();
-}
-
 /// `--gil` on the free-threaded build: a warning, and every active thread kept.
 #[test]
 fn record_gil_free_threaded() {
