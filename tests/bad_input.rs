@@ -291,7 +291,7 @@ impl Fixtures {
                 .join(" ")
         );
         command.args(["-c", &script, common::PY_SPY]);
-        let out = run_with_timeout(command, TIMEOUT);
+        let out = common::output_within(&mut command, TIMEOUT, None);
         Run {
             args,
             status: out.status,
@@ -319,30 +319,6 @@ fn is_kernel_thread(pid: u32) -> bool {
 
 fn maps_contain(pid: u32, needle: &str) -> bool {
     fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|m| m.contains(needle))
-}
-
-fn run_with_timeout(mut command: Command, timeout: Duration) -> std::process::Output {
-    let child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run py-spy");
-    let pid = child.id() as i32;
-    let watchdog = std::thread::spawn(move || {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-            if fs::metadata(format!("/proc/{pid}")).is_err() {
-                return;
-            }
-        }
-        // SAFETY: plain syscall; the pid is our unreaped child until wait_with_output.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-    });
-    let out = child.wait_with_output().expect("wait for py-spy");
-    drop(watchdog);
-    out
 }
 
 fn assert_no_panic(run: &Run) {
@@ -376,7 +352,7 @@ fn assert_one_error_line(run: &Run, exit: i32) -> Result<String, String> {
 
 #[test]
 fn bad_input_table() {
-    if !nix_is_root() {
+    if !common::is_root() {
         assert!(!common::in_ci(), "CI must run as root");
         println!("SKIP bad_input_table: needs root to set up processes of another user");
         return;
@@ -459,11 +435,6 @@ fn bad_input_table() {
     );
     println!("bad inputs tried: {tried}, failures: {}", failures.len());
     assert!(failures.is_empty(), "\n{}", failures.join("\n\n"));
-}
-
-fn nix_is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
 }
 
 // ------------------------------------------------------------------ races --

@@ -93,11 +93,6 @@ impl Drop for Mount {
     }
 }
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
 /// Names in `dir`, sorted.
 fn entries(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(dir)
@@ -113,7 +108,7 @@ fn entries(dir: &Path) -> Vec<String> {
 #[test]
 fn output_is_never_lost_or_half_written() {
     let missing: Vec<&str> = [
-        (!is_root()).then_some("root"),
+        (!common::is_root()).then_some("root"),
         (!Path::new(PYTHON).exists()).then_some(PYTHON),
     ]
     .into_iter()

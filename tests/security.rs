@@ -27,11 +27,6 @@ const PYTHON: &str = "/usr/bin/python3.11";
 const SCRIPT: &str = "busy_ids.py";
 const NOBODY: u32 = 65534;
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
 /// Skips (or, under CI, fails) a test that needs root or a tool.
 fn can_run(test: &str, needs: &[&str]) -> bool {
     let mut missing: Vec<String> = needs
@@ -43,7 +38,7 @@ fn can_run(test: &str, needs: &[&str]) -> bool {
         })
         .map(|t| format!("{t} (run tests/provision)"))
         .collect();
-    if !is_root() {
+    if !common::is_root() {
         missing.push("root".into());
     }
     if !Path::new(PYTHON).exists() {
@@ -90,45 +85,14 @@ fn run(command: &mut Command, timeout: Duration) -> (Option<i32>, String, String
     run_and_interrupt(command, timeout, None)
 }
 
-/// Runs `command`; kills it after `timeout`. With `interrupt`, sends SIGINT after that
-/// long to py-spy: the command itself, or its child when it runs under strace.
+/// Runs `command`; kills it after `timeout`. With `interrupt`, py-spy gets SIGINT after
+/// that long (the command's child when it runs under strace).
 fn run_and_interrupt(
     command: &mut Command,
     timeout: Duration,
     interrupt: Option<Duration>,
 ) -> (Option<i32>, String, String) {
-    let child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let pid = child.id() as i32;
-    let deadline = Instant::now() + timeout;
-    let watchdog = std::thread::spawn(move || {
-        if let Some(after) = interrupt {
-            std::thread::sleep(after);
-            let children =
-                fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-            let py_spy = children
-                .split_whitespace()
-                .next()
-                .and_then(|c| c.parse().ok())
-                .unwrap_or(pid);
-            // SAFETY: plain syscall; py_spy is our child or its child, both still running.
-            unsafe { libc::kill(py_spy, libc::SIGINT) };
-        }
-        while Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-            if fs::metadata(format!("/proc/{pid}")).is_err() {
-                return;
-            }
-        }
-        // SAFETY: plain syscall on our unreaped child.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-    });
-    let out = child.wait_with_output().expect("wait");
-    drop(watchdog);
+    let out = common::output_within(command, timeout, interrupt);
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -803,6 +803,55 @@ fn python_dir_version_len(rest: &str) -> Option<usize> {
     (bytes.get(i) == Some(&b'/')).then_some(i)
 }
 
+/// Whether the tests run as root (needed to mount, to act as another user, to chown).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Runs `command` with stdin from /dev/null and its output captured; kills it after
+/// `timeout`. With `interrupt`, sends SIGINT after that long to the command's first child
+/// if it has one (py-spy run under strace), else to the command itself.
+pub fn output_within(
+    command: &mut Command,
+    timeout: Duration,
+    interrupt: Option<Duration>,
+) -> std::process::Output {
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id() as i32;
+    let deadline = Instant::now() + timeout;
+    let watchdog = thread::spawn(move || {
+        if let Some(after) = interrupt {
+            thread::sleep(after);
+            let children =
+                fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+            let target = children
+                .split_whitespace()
+                .next()
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(pid);
+            // SAFETY: plain syscall on our child or its child, both still running.
+            unsafe { libc::kill(target, libc::SIGINT) };
+        }
+        while Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(50));
+            if fs::metadata(format!("/proc/{pid}")).is_err() {
+                return;
+            }
+        }
+        // SAFETY: plain syscall; the pid is our unreaped child until wait_with_output.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    });
+    let out = child.wait_with_output().expect("wait");
+    drop(watchdog);
+    out
+}
+
 /// A pid that no process has right now.
 pub fn unused_pid() -> u32 {
     let max: u32 = fs::read_to_string("/proc/sys/kernel/pid_max")
