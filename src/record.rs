@@ -74,6 +74,7 @@ pub fn run(options: RecordOptions) -> Result<u8> {
         RecordTarget::Pid(pid) => {
             // Attach mode checks everything about the target before creating any file.
             let sampler = crate::sampling::attach(*pid)?;
+            crate::sampling::check_pausable(&sampler, options.nonblocking)?;
             let args = sampler.process().command_line().unwrap_or_default();
             let output = OutputFile::create(&output_path(&options, &args)?)?;
             let title = args.join(" ");

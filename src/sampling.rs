@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use crate::interpreter::NotPython;
 use crate::launch::{Exit, Launched};
 use crate::memory::is_process_gone;
-use crate::process::LinuxProcess;
+use crate::process::{LinuxProcess, Process};
 use crate::sampler::{Sampler, Snapshot, SnapshotOptions, ThreadSnapshot};
 use crate::signals::{StopSignal, StopSignals};
 use crate::targets::{Change, Event, Target, Targets};
@@ -22,6 +22,16 @@ pub fn attach(pid: i32) -> anyhow::Result<Sampler<LinuxProcess>> {
             }
             err
         })
+}
+
+/// Stops and resumes the process once when sampling will pause it, so that a process that
+/// cannot be paused (another tracer holds it, or ptrace is refused) is a clear error at
+/// the start instead of every sample failing afterwards.
+pub fn check_pausable(sampler: &Sampler<LinuxProcess>, nonblocking: bool) -> anyhow::Result<()> {
+    if !nonblocking {
+        drop(sampler.process().pause()?);
+    }
+    Ok(())
 }
 
 /// The first descendant of `pid` whose program is named like a Python interpreter.

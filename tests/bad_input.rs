@@ -95,6 +95,12 @@ const ROWS: &[Row] = &[
           says: Says::All(&["is this py-spy process itself"]), never: &[] },
     Row { what: "dump, a zombie", user: User::Root, args: &["dump", "--pid", "{zombie}"], exit: FAILURE,
           says: Says::All(&["process {zombie} is a zombie"]), never: &[] },
+    Row { what: "dump, a process strace holds", user: User::Root, args: &["dump", "--pid", "{traced}"], exit: FAILURE,
+          says: Says::All(&["process {traced} is already traced by process {tracer} (strace)", "pass --nonblocking"]), never: &["root"] },
+    Row { what: "record, a process strace holds", user: User::Root, args: &["record", "--pid", "{traced}", "-o", "{out}"], exit: FAILURE,
+          says: Says::All(&["process {traced} is already traced by process {tracer} (strace)", "pass --nonblocking"]), never: &["root"] },
+    Row { what: "top, a process strace holds", user: User::Root, args: &["top", "--pid", "{traced}"], exit: FAILURE,
+          says: Says::All(&["process {traced} is already traced by process {tracer} (strace)", "pass --nonblocking"]), never: &["root"] },
     Row { what: "dump, another user's process", user: User::Nobody, args: &["dump", "--pid", "{python}"], exit: FAILURE,
           says: PERMISSION, never: &[] },
     Row { what: "record, another user's process", user: User::Nobody, args: &["record", "--pid", "{python}", "-o", "{public}/out.svg"], exit: FAILURE,
@@ -150,6 +156,8 @@ struct Fixtures {
     /// A shell waiting for the Python it started.
     wrapper: ChildGuard,
     zombie: ChildGuard,
+    /// strace, tracing the Python it started (a debugger already attached).
+    tracer: ChildGuard,
     unused: u32,
     kthread: u32,
     blockdev: Option<String>,
@@ -191,6 +199,16 @@ impl Fixtures {
         );
         // Exits at once; the guard reaps it only when the test ends.
         let zombie = spawn(PYENV_PYTHON, &["-c", "pass"]);
+        let tracer = spawn(
+            "strace",
+            &[
+                "-o",
+                "/dev/null",
+                PYENV_PYTHON,
+                "-c",
+                "import time\nwhile True: time.sleep(1)",
+            ],
+        );
         let kthread = fs::read_dir("/proc")
             .unwrap()
             .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
@@ -208,6 +226,7 @@ impl Fixtures {
             shell,
             wrapper,
             zombie,
+            tracer,
             unused: common::unused_pid(),
             kthread,
             blockdev,
@@ -221,6 +240,8 @@ impl Fixtures {
                 && maps_contain(f.python.pid(), "libpython3.12")
                 && f.wrapped()
                     .is_some_and(|p| maps_contain(p, "libpython3.12"))
+                && f.traced()
+                    .is_some_and(|p| maps_contain(p, "libpython3.12") && tracer_pid(p) != 0)
         };
         while !ready(&fixtures) {
             assert!(Instant::now() < deadline, "fixtures did not start");
@@ -233,15 +254,39 @@ impl Fixtures {
 
     /// The Python process the wrapper shell started.
     fn wrapped(&self) -> Option<u32> {
-        let pid = self.wrapper.pid();
-        fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-            .ok()?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
+        first_child(self.wrapper.pid())
     }
 
+    /// The Python process strace started and traces.
+    fn traced(&self) -> Option<u32> {
+        first_child(self.tracer.pid())
+    }
+}
+
+/// `TracerPid` of process `pid` (0: none, or unreadable).
+fn tracer_pid(pid: u32) -> u32 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("TracerPid:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The first child of process `pid`.
+fn first_child(pid: u32) -> Option<u32> {
+    fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+impl Fixtures {
     /// `text` with every `{name}` replaced.
     fn fill(&self, text: &str) -> String {
         let dir = self.dir.display().to_string();
@@ -252,6 +297,8 @@ impl Fixtures {
             .replace("{shell}", &self.shell.pid().to_string())
             .replace("{wrapper}", &self.wrapper.pid().to_string())
             .replace("{wrapped}", &self.wrapped().unwrap_or(0).to_string())
+            .replace("{traced}", &self.traced().unwrap_or(0).to_string())
+            .replace("{tracer}", &self.tracer.pid().to_string())
             .replace("{zombie}", &self.zombie.pid().to_string())
             .replace(
                 "{blockdev}",

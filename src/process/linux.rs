@@ -142,9 +142,11 @@ impl LinuxProcess {
                 file.display()
             )
         } else if err.kind() == io::ErrorKind::PermissionDenied {
+            // The file name and errno add nothing a user can act on: what matters is that
+            // the kernel refuses us this process (see `errors::one_line` for the hint).
             anyhow::Error::new(err).context(PermissionDenied(format!(
-                "permission denied reading {}",
-                file.display()
+                "cannot read process {}: permission denied",
+                self.pid
             )))
         } else {
             anyhow::Error::new(err).context(format!("reading {}", file.display()))
@@ -167,12 +169,26 @@ impl LinuxProcess {
             // thread, e.g. a main thread that returned while others run): skip it rather
             // than report a permission problem.
             Err(Errno::EPERM) if !self.thread_alive(tid) => return Ok(()),
+            // A debugger (gdb, strace, another profiler) already holds the thread: this is
+            // not about privileges, and the fix is different, so say who holds it.
+            Err(Errno::EPERM) if self.tracer_of(tid).is_some() => {
+                let tracer = self.tracer_of(tid).unwrap_or_default();
+                let name = fs::read_to_string(format!("/proc/{tracer}/comm"))
+                    .map(|comm| format!(" ({})", comm.trim_end()))
+                    .unwrap_or_default();
+                bail!(
+                    "process {} is already traced by process {tracer}{name}, and a process \
+                     can have only one tracer (hint: detach the other tracer, or pass \
+                     --nonblocking to read without stopping the process)",
+                    self.pid
+                );
+            }
             Err(e @ (Errno::EPERM | Errno::EACCES)) => {
                 return Err(
                     anyhow::Error::new(io::Error::from(e)).context(PermissionDenied(format!(
-                        "permission denied attaching to thread {tid} of process {} with ptrace \
-                         (ptrace restrictions or missing CAP_SYS_PTRACE, or another debugger \
-                         is already attached)",
+                        "cannot attach to thread {tid} of process {} with ptrace: permission \
+                         denied (ptrace restrictions or missing CAP_SYS_PTRACE, or another \
+                         debugger is already attached)",
                         self.pid
                     ))),
                 );
@@ -736,6 +752,16 @@ impl LinuxProcess {
     }
 
     /// Whether thread `tid` of the process exists and has not exited.
+    /// The pid of the tracer attached to thread `tid` (`TracerPid` in its status), if any.
+    fn tracer_of(&self, tid: i32) -> Option<i32> {
+        let status = fs::read_to_string(self.proc_dir.join(format!("task/{tid}/status"))).ok()?;
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("TracerPid:"))
+            .and_then(|value| value.trim().parse::<i32>().ok())
+            .filter(|&tracer| tracer != 0)
+    }
+
     fn thread_alive(&self, tid: i32) -> bool {
         alive(&self.proc_dir.join(format!("task/{tid}/stat")))
     }

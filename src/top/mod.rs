@@ -78,6 +78,7 @@ pub fn run(options: TopOptions) -> Result<u8> {
     let (mut targets, mut launched) = match &options.target {
         RecordTarget::Pid(pid) => {
             let sampler = crate::sampling::attach(*pid)?;
+            crate::sampling::check_pausable(&sampler, options.nonblocking)?;
             session.header.title = sampler
                 .process()
                 .command_line()
