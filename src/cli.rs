@@ -19,7 +19,8 @@ pub const MAX_DURATION: f64 = 365.0 * 24.0 * 3600.0;
 #[derive(Debug, Parser)]
 #[command(
     name = "py-spy",
-    version,
+    // The package version and the commit it was built from (build.rs).
+    version = env!("PY_SPY_VERSION"),
     about = "Sampling profiler for Python programs: reads a running CPython from outside",
     long_about = None,
     propagate_version = true
