@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::dump::DumpOptions;
 use crate::output::Format;
@@ -19,7 +19,8 @@ pub const MAX_DURATION: f64 = 365.0 * 24.0 * 3600.0;
 #[derive(Debug, Parser)]
 #[command(
     name = "py-spy",
-    version,
+    // The package version and the commit it was built from (build.rs).
+    version = env!("PY_SPY_VERSION"),
     about = "Sampling profiler for Python programs: reads a running CPython from outside",
     long_about = None,
     propagate_version = true
@@ -37,6 +38,15 @@ enum Command {
     Dump(DumpArgs),
     /// Live view of the functions taking the most time, like `top` (q to quit).
     Top(TopArgs),
+    /// Print the shell completion script for py-spy (bash, zsh, fish, elvish, powershell).
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args)]
+struct CompletionsArgs {
+    /// The shell to complete in.
+    #[arg(value_enum)]
+    shell: clap_complete::Shell,
 }
 
 /// What `record` and `top` sample: a running process or a program to start.
@@ -195,6 +205,16 @@ struct RecordArgs {
     subprocesses: bool,
 }
 
+/// The completion script for the whole command line, generated from its definition so the
+/// two cannot drift apart.
+fn completion_script(shell: clap_complete::Shell) -> String {
+    let mut script = Vec::new();
+    // Into memory, not stdout: the generator panics on a write error, and a closed pipe is
+    // a quiet success here like everywhere else.
+    clap_complete::generate(shell, &mut Cli::command(), "py-spy", &mut script);
+    String::from_utf8_lossy(&script).into_owned()
+}
+
 fn parse_rate(text: &str) -> Result<f64, String> {
     let rate: f64 = text
         .trim()
@@ -228,12 +248,15 @@ pub enum Request {
     Dump(DumpOptions),
     /// `py-spy top`.
     Top(TopOptions),
+    /// `py-spy completions`: print this completion script.
+    Completions(String),
 }
 
 impl Cli {
     /// The request as plain options.
     pub fn into_request(self) -> Request {
         match self.command {
+            Command::Completions(a) => Request::Completions(completion_script(a.shell)),
             Command::Dump(a) => Request::Dump(DumpOptions {
                 pid: a.pid,
                 locals: a.locals,
@@ -278,7 +301,6 @@ impl Cli {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn the_command_line_is_consistent() {

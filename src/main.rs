@@ -1,10 +1,11 @@
 //! The `py-spy` binary: parse the command line, run it, turn any error into one line and an
 //! exit code.
 
-use std::io::{self, BufWriter};
+use std::io::{self, BufWriter, Write};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use anyhow::Context;
 use clap::Parser;
 
 use py_spy::cli::{Cli, Request};
@@ -45,8 +46,23 @@ fn main() -> ExitCode {
             // Usage errors get one line like every other error; clap's own text spans
             // several (the error, a blank line, a pointer to --help).
             let text = e.render().to_string();
-            let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-            let first = first.trim_start_matches("error: ");
+            let mut lines = text.lines().skip_while(|l| l.trim().is_empty());
+            let first = lines.next().unwrap_or("").trim_start_matches("error: ");
+            // "the following required arguments were not provided:" lists them on the
+            // indented lines after it; without them the line names nothing.
+            let listed: Vec<&str> = if first.ends_with(':') {
+                lines
+                    .take_while(|l| l.starts_with(' '))
+                    .map(str::trim)
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let first = if listed.is_empty() {
+                first.to_string()
+            } else {
+                format!("{} {}", first, listed.join(", "))
+            };
             // An invalid choice is only useful with the valid ones beside it.
             let choices = text
                 .lines()
@@ -87,6 +103,7 @@ fn run(cli: Cli, stdout_closed: bool) -> anyhow::Result<u8> {
         Request::Dump(options) => Some(options.pid),
         Request::Record(options) => target_pid(&options.target),
         Request::Top(options) => target_pid(&options.target),
+        Request::Completions(_) => None,
     };
     if pid == Some(std::process::id() as i32) {
         anyhow::bail!(
@@ -102,6 +119,13 @@ fn run(cli: Cli, stdout_closed: bool) -> anyhow::Result<u8> {
         }
         Request::Record(options) => py_spy::record::run(options),
         Request::Top(options) => py_spy::top::run(options),
+        Request::Completions(script) => {
+            let mut out = io::stdout().lock();
+            out.write_all(script.as_bytes())
+                .and_then(|()| out.flush())
+                .context("cannot write the completion script to standard output")?;
+            Ok(0)
+        }
     }
 }
 

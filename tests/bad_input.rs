@@ -134,6 +134,12 @@ const ROWS: &[Row] = &[
           says: Says::All(&["--function", "--nolineno"]), never: &[] },
     Row { what: "record --pid and a command", user: User::Root, args: &["record", "--pid", "{python}", "-o", "{out}", "--", "{py}", "-c", "open('{marker}', 'w')"], exit: USAGE,
           says: Says::All(&["--pid", "(see --help)"]), never: &[] },
+    Row { what: "dump without --pid", user: User::Root, args: &["dump"], exit: USAGE,
+          says: Says::All(&["required arguments were not provided: --pid <pid> (see --help)"]), never: &[] },
+    Row { what: "completions without a shell", user: User::Root, args: &["completions"], exit: USAGE,
+          says: Says::All(&["required arguments were not provided: <shell> (see --help)"]), never: &[] },
+    Row { what: "completions nushell", user: User::Root, args: &["completions", "nushell"], exit: USAGE,
+          says: Says::All(&["invalid value 'nushell' for '<shell>' (possible values: bash, elvish, fish, powershell, zsh) (see --help)"]), never: &[] },
     // ---- output file: checked before anything is sampled or started
     Row { what: "record -o in a missing directory (attach)", user: User::Root, args: &["record", "--pid", "{python}", "-o", "{missing}/out.svg"], exit: FAILURE,
           says: Says::All(&["directory {missing} does not exist"]), never: &[] },
