@@ -2,7 +2,7 @@
 
 use crate::interpreter::{NotPython, Unsupported};
 use crate::memory::is_process_gone;
-use crate::process::{is_permission_error, PermissionDenied};
+use crate::process::{is_permission_error, AlreadyTraced, PermissionDenied};
 
 /// Whether the error is a closed stdout (`py-spy dump | head -1`): a quiet success.
 pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
@@ -24,9 +24,12 @@ pub fn one_line(err: &anyhow::Error) -> String {
     }
     // A refusal is explained whole by its own message: the contexts around it ("reading
     // the memory map", the errno) would only push the hint off the screen.
-    let mut line = match err.downcast_ref::<PermissionDenied>() {
-        Some(denied) => denied.0.clone(),
-        None => parts.join(": "),
+    let mut line = if let Some(denied) = err.downcast_ref::<PermissionDenied>() {
+        denied.0.clone()
+    } else if let Some(traced) = err.downcast_ref::<AlreadyTraced>() {
+        traced.0.clone()
+    } else {
+        parts.join(": ")
     };
     // SAFETY: geteuid has no preconditions and cannot fail.
     let is_root = unsafe { libc::geteuid() } == 0;

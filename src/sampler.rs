@@ -221,7 +221,7 @@ impl<P: Process> Sampler<P> {
                         .or_else(|| os_ids.get(&stack.python_thread_id).map(|t| i64::from(*t)));
                     let active = os_thread_id
                         .and_then(|t| activity.get(&(t as i32)))
-                        .map_or(true, |a| *a == ThreadActivity::Active);
+                        .is_none_or(|a| *a == ThreadActivity::Active);
                     ThreadSnapshot {
                         os_thread_id,
                         python_thread_id: stack.python_thread_id,

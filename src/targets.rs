@@ -157,7 +157,7 @@ impl Targets {
         if !self.targets.contains_key(&self.root) && !self.skipped.contains(&self.root) {
             self.add_waiting(self.root, now);
         }
-        if self.descendants && self.last_scan.map_or(true, |t| now - t >= SCAN_INTERVAL) {
+        if self.descendants && self.last_scan.is_none_or(|t| now - t >= SCAN_INTERVAL) {
             self.last_scan = Some(now);
             let alive = descendants(self.root);
             for pid in &alive {

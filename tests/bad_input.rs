@@ -356,6 +356,12 @@ impl Fixtures {
 
 impl Drop for Fixtures {
     fn drop(&mut self) {
+        // The grandchildren outlive their killed parents otherwise (strace's tracee is
+        // detached and runs on).
+        for pid in [self.wrapped(), self.traced()].into_iter().flatten() {
+            // SAFETY: plain syscall on a process this test started.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
         let _ = fs::remove_dir_all(&self.dir);
     }
 }

@@ -560,7 +560,7 @@ fn run_row(name: &str, label: &str) {
         .find(|r| r.name == name)
         .unwrap_or_else(|| panic!("no row {name:?}"));
     assert!(
-        row.only.map_or(true, |only| only == label),
+        row.only.is_none_or(|only| only == label),
         "{name} is not run on {label}"
     );
     let interp = common::interpreter(label);

@@ -616,8 +616,8 @@ fn check_formats(interp: &Interpreter, report: &mut Report) {
                 let hot_line = u64::from(marker_line(IdleTarget::SCRIPT, "HOT spin"));
                 let found = frames.iter().any(|(name, file, line)| {
                     (name == "spin" || *name == target.spin_label)
-                        && file.as_deref().map_or(true, |f| f == target.short)
-                        && line.map_or(true, |l| l == hot_line)
+                        && file.as_deref().is_none_or(|f| f == target.short)
+                        && line.is_none_or(|l| l == hot_line)
                 });
                 if !found {
                     errors.push(format!(

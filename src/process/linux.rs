@@ -19,7 +19,7 @@ use nix::sys::ptrace;
 use nix::sys::uio::{process_vm_readv, RemoteIoVec};
 use nix::unistd::Pid;
 
-use super::{MapRange, PauseGuard, PermissionDenied, Process, ThreadActivity};
+use super::{AlreadyTraced, MapRange, PauseGuard, PermissionDenied, Process, ThreadActivity};
 use crate::memory::{MemoryReader, ReadError, ReadErrorKind, ReadResult};
 
 /// `PF_KTHREAD` in the flags field of `/proc/PID/stat`.
@@ -176,12 +176,13 @@ impl LinuxProcess {
                 let name = fs::read_to_string(format!("/proc/{tracer}/comm"))
                     .map(|comm| format!(" ({})", comm.trim_end()))
                     .unwrap_or_default();
-                bail!(
+                return Err(AlreadyTraced(format!(
                     "process {} is already traced by process {tracer}{name}, and a process \
                      can have only one tracer (hint: detach the other tracer, or pass \
                      --nonblocking to read without stopping the process)",
                     self.pid
-                );
+                ))
+                .into());
             }
             Err(e @ (Errno::EPERM | Errno::EACCES)) => {
                 return Err(

@@ -31,6 +31,19 @@ impl std::fmt::Display for PermissionDenied {
 
 impl std::error::Error for PermissionDenied {}
 
+/// Another tracer (a debugger, strace, a second profiler) holds the target, so it cannot be
+/// paused. Its message names the tracer and the way out; nothing around it adds to that.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlreadyTraced(pub String);
+
+impl std::fmt::Display for AlreadyTraced {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for AlreadyTraced {}
+
 /// Whether `err` was caused by missing permissions: anywhere in its chain there is a
 /// [`PermissionDenied`], a [`crate::memory::ReadError`] of kind `PermissionDenied`, or an
 /// `io::Error` of kind `PermissionDenied` (EPERM/EACCES). Extra context added on top by

@@ -959,7 +959,7 @@ impl<'l> Image<'l> {
         let mut ranges = f.ranges.clone();
         if f.big_table {
             // 36 000 more ranges of at least two bytes each: well over 64 KiB.
-            ranges.extend(std::iter::repeat((8, 0, false)).take(36_000));
+            ranges.extend(std::iter::repeat_n((8, 0, false), 36_000));
         }
         let (table, lines) = encode_linetable(l.line_format, &ranges, f.first_line, f.entry_style);
         let j = f.at.0.index(f.ranges.len());
