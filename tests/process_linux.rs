@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use py_spy::binary::Binary;
 use py_spy::memory::{MemoryReader, MemoryReaderExt, ReadErrorKind};
-use py_spy::process::{is_permission_error, LinuxProcess, Process, ThreadActivity};
+use py_spy::process::{
+    is_permission_error, AlreadyTraced, LinuxProcess, PermissionDenied, Process, ThreadActivity,
+};
 
 /// The interpreter of a pyenv version (`3.12.1` → `.../bin/python3.12`), or `None` (after
 /// saying why) if it is not installed. Under CI=true a missing interpreter fails the test.
@@ -490,7 +492,7 @@ fn a_panic_while_paused_still_resumes() {
 }
 
 #[test]
-fn pausing_an_already_traced_process_is_a_permission_error() {
+fn pausing_an_already_traced_process_names_the_tracer() {
     let Some(c) = start_counter(COUNTER_SCRIPT, "traced") else {
         return;
     };
@@ -498,25 +500,41 @@ fn pausing_an_already_traced_process_is_a_permission_error() {
     let (t, counter, p) = (&c.target, &c.counter, &c.process);
     let pid = t.pid();
     let first = p.pause().unwrap();
-    // A second tracer (here: a second attach) is refused with EPERM by the kernel.
+    // A second tracer (here: a second attach, from this thread) is refused with EPERM by
+    // the kernel; that is not a privilege problem, and the error says who holds it.
     let err = match p.pause() {
         Ok(_) => panic!("second pause succeeded"),
         Err(e) => e,
     };
-    assert!(is_permission_error(&err), "{err:#}");
-    let msg = format!("{err:#}");
+    assert!(!is_permission_error(&err), "{err:#}");
+    // SAFETY: gettid has no preconditions.
+    let tracer = unsafe { libc::gettid() };
+    let traced = err
+        .downcast_ref::<AlreadyTraced>()
+        .unwrap_or_else(|| panic!("not an AlreadyTraced error: {err:#}"));
     assert!(
-        msg.contains("permission denied") && msg.contains("ptrace"),
-        "{msg}"
+        traced.0.starts_with(&format!(
+            "process {pid} is already traced by process {tracer} ("
+        )),
+        "{}",
+        traced.0
     );
+    assert!(traced.0.contains("pass --nonblocking"), "{}", traced.0);
     // Context added by a caller does not hide it.
-    assert!(is_permission_error(&err.context("while pausing")));
+    assert!(err
+        .context("while pausing")
+        .downcast_ref::<AlreadyTraced>()
+        .is_some());
     // The failed attempt did not release the first pause.
     assert!(all_stopped(pid));
     drop(first);
     assert!(eventually(5, || none_stopped(pid)));
     assert!(counter.grows());
     assert!(!is_permission_error(&anyhow::anyhow!("unrelated")));
+    // A refusal stays recognisable under a caller's context (the real one, another
+    // user's process, is in tests/bad_input.rs).
+    let denied = anyhow::Error::new(PermissionDenied("permission denied".into()));
+    assert!(is_permission_error(&denied.context("while pausing")));
 }
 
 #[test]
