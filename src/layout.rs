@@ -264,6 +264,10 @@ pub struct ThreadOffsets {
     pub thread_id: usize,
     /// `native_thread_id` (3.11+): the OS thread id.
     pub native_thread_id: Option<usize>,
+    /// `datastack_chunk` and `datastack_top` (3.11+): the frames of the thread live in a
+    /// stack of chunks, the newest from `datastack_chunk` up to `datastack_top`, so the
+    /// innermost frames can be read with one read.
+    pub datastack: Option<(usize, usize)>,
     /// Bytes to read to cover every field above.
     pub size: usize,
 }
@@ -616,6 +620,21 @@ macro_rules! interpreter_frames {
 /// Thread states; `$frame` is the field leading to the current frame.
 macro_rules! thread_states {
     ($b:ident, $frame:ident, $cframe:expr, $native:expr) => {{
+        thread_states!($b, $frame, $cframe, $native, None)
+    }};
+    ($b:ident, $frame:ident, $cframe:expr, $native:expr, datastack) => {{
+        thread_states!(
+            $b,
+            $frame,
+            $cframe,
+            $native,
+            Some((
+                core::mem::offset_of!(python_bindings::$b::PyThreadState, datastack_chunk),
+                core::mem::offset_of!(python_bindings::$b::PyThreadState, datastack_top)
+            ))
+        )
+    }};
+    ($b:ident, $frame:ident, $cframe:expr, $native:expr, $datastack:expr) => {{
         use core::mem::offset_of;
         use python_bindings::$b as b;
         let fields = [
@@ -625,6 +644,8 @@ macro_rules! thread_states {
             offset_of!(b::PyThreadState, thread_id),
         ];
         let native: Option<usize> = $native;
+        let datastack: Option<(usize, usize)> = $datastack;
+        let (chunk, top) = datastack.unwrap_or((0, 0));
         ThreadOffsets {
             next: fields[0],
             interp: fields[1],
@@ -632,7 +653,8 @@ macro_rules! thread_states {
             cframe_current_frame: $cframe,
             thread_id: fields[3],
             native_thread_id: native,
-            size: span(&[span(&fields), native.unwrap_or(0)]),
+            datastack,
+            size: span(&[span(&fields), native.unwrap_or(0), chunk, top]),
         }
     }};
 }
@@ -852,7 +874,8 @@ macro_rules! py311 {
                 $b,
                 cframe,
                 Some(offset_of!(b::_PyCFrame, current_frame)),
-                Some(offset_of!(b::PyThreadState, native_thread_id))
+                Some(offset_of!(b::PyThreadState, native_thread_id)),
+                datastack
             ),
             interpreter_frames!($b, f_code, prev_instr, None),
             code_objects_modern!($b, 0),
@@ -904,7 +927,8 @@ macro_rules! py312 {
                 $b,
                 cframe,
                 Some(offset_of!(b::_PyCFrame, current_frame)),
-                Some(offset_of!(b::PyThreadState, native_thread_id))
+                Some(offset_of!(b::PyThreadState, native_thread_id)),
+                datastack
             ),
             interpreter_frames!($b, f_code, prev_instr, Some(b::FRAME_OWNED_BY_CSTACK as u8)),
             code_objects_modern!($b, b::CO_FAST_HIDDEN as u8),
@@ -944,7 +968,8 @@ macro_rules! py313 {
                 $b,
                 current_frame,
                 None,
-                Some(offset_of!(b::PyThreadState, native_thread_id))
+                Some(offset_of!(b::PyThreadState, native_thread_id)),
+                datastack
             ),
             interpreter_frames!($b, f_executable, instr_ptr, Some(b::$first_shim as u8)),
             code_objects_modern!($b, b::CO_FAST_HIDDEN as u8),

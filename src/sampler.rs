@@ -112,14 +112,17 @@ impl<P: Process> Sampler<P> {
         let _pause = if options.nonblocking {
             None
         } else {
-            let pause = self.process.pause().context("pausing the process")?;
+            let pause = self
+                .process
+                .pause_listed(&os_tids)
+                .context("pausing the process")?;
             // A thread that looked runnable may only be on its way back into a wait that
             // our previous pause interrupted (on a busy machine it can sit runnable for
             // milliseconds). Stopped, its `syscall` file tells: the call it is in, or
             // none while it runs Python.
             for (tid, state) in activity.iter_mut() {
                 if *state == ThreadActivity::Active {
-                    if let Ok(now) = self.process.thread_activity(*tid) {
+                    if let Ok(now) = self.process.paused_thread_activity(*tid) {
                         *state = now;
                     }
                 }

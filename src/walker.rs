@@ -26,6 +26,9 @@ const MAX_LINETABLE: usize = 1 << 20;
 const MAX_FRAME_BYTES: usize = 1024;
 /// Most local variables we read for one frame.
 const MAX_LOCALS: usize = 1024;
+/// Largest frame chunk copied in one read; a bigger one (a single huge frame) is read frame
+/// by frame instead. CPython's chunks are 16 KiB unless one frame needs more.
+const MAX_CHUNK_BYTES: usize = 1 << 20;
 /// Largest fixed part of a code object struct we read (all are well under this).
 const MAX_CODE_BYTES: usize = 1024;
 /// Longest local variable name we keep (identifiers are short; a garbage names tuple of
@@ -109,6 +112,9 @@ pub struct CodeCache {
     pass: u64,
     /// Approximate bytes held by the entries (see [`CachedCode::cost`]).
     bytes: usize,
+    /// The buffer a thread's newest frame chunk is copied into (see `Walker::load_chunk`),
+    /// kept here only so that it is allocated once per process, not once per pass.
+    chunk: Vec<u8>,
 }
 
 impl CodeCache {
@@ -187,6 +193,9 @@ pub struct ThreadStack {
 pub struct Walker<'a, M: MemoryReader + ?Sized> {
     objects: ObjectReader<'a, M>,
     cache: CodeCache,
+    /// Target address of `cache.chunk[..chunk_len]`: the stack being walked's newest chunk.
+    chunk_start: u64,
+    chunk_len: usize,
 }
 
 impl<'a, M: MemoryReader + ?Sized> Walker<'a, M> {
@@ -200,6 +209,8 @@ impl<'a, M: MemoryReader + ?Sized> Walker<'a, M> {
         Walker {
             objects: ObjectReader::new(mem, layout),
             cache,
+            chunk_start: 0,
+            chunk_len: 0,
         }
     }
 
@@ -257,6 +268,7 @@ impl<'a, M: MemoryReader + ?Sized> Walker<'a, M> {
             .mem()
             .read_vec(tstate, l.thread.size, 1 << 16)
             .with_context(|| format!("reading thread state {tstate:#x}"))?;
+        self.load_chunk(&block);
         let python_thread_id = block.u64_at(l.thread.thread_id);
         let native_thread_id = l.thread.native_thread_id.map(|o| block.u64_at(o));
         let mut frame = block.u64_at(l.thread.frame);
@@ -315,6 +327,49 @@ impl<'a, M: MemoryReader + ?Sized> Walker<'a, M> {
         })
     }
 
+    /// Copies the thread's newest frame chunk (3.11+: `datastack_chunk` up to
+    /// `datastack_top`, where the innermost frames live) with one read, so that those
+    /// frames cost no read of their own. Anything odd (no chunk, a size out of bounds, an
+    /// unreadable range) just leaves the copy empty: every frame is then read on its own,
+    /// as before. The copy is the target's memory read during this pass, so a frame taken
+    /// from it is the same bytes a read of its own would give while the target is paused.
+    fn load_chunk(&mut self, tstate_block: &[u8]) {
+        self.chunk_len = 0;
+        let Some((chunk_field, top_field)) = self.layout().thread.datastack else {
+            return;
+        };
+        let start = tstate_block.u64_at(chunk_field);
+        let top = tstate_block.u64_at(top_field);
+        let Some(len) = top
+            .checked_sub(start)
+            .filter(|&len| len > 0 && len <= MAX_CHUNK_BYTES as u64)
+        else {
+            return;
+        };
+        let mem = self.mem();
+        let buffer = &mut self.cache.chunk;
+        buffer.resize(len as usize, 0);
+        if mem.read(start, buffer).is_ok() {
+            self.chunk_start = start;
+            self.chunk_len = len as usize;
+        }
+    }
+
+    /// Fills `block` from the chunk copy if it lies wholly inside it.
+    fn copy_from_chunk(&self, addr: u64, block: &mut [u8]) -> bool {
+        let Some(offset) = addr.checked_sub(self.chunk_start) else {
+            return false;
+        };
+        let Some(end) = (offset as usize).checked_add(block.len()) else {
+            return false;
+        };
+        if offset >= self.chunk_len as u64 || end > self.chunk_len {
+            return false;
+        }
+        block.copy_from_slice(&self.cache.chunk[offset as usize..end]);
+        true
+    }
+
     /// Reads one frame: the next frame's address, and the frame unless it is a shim.
     fn frame(&mut self, addr: u64, with_locals: bool) -> Result<(u64, Option<Frame>)> {
         let l = self.layout();
@@ -326,7 +381,9 @@ impl<'a, M: MemoryReader + ?Sized> Walker<'a, M> {
                 l.frame.size
             );
         };
-        self.mem().read(addr, block)?;
+        if !self.copy_from_chunk(addr, block) {
+            self.mem().read(addr, block)?;
+        }
         let block = &*block;
         let back = block.u64_at(l.frame.back);
         if let (Some(owner), Some(shim)) = (l.frame.owner, l.frame.owner_first_shim) {
@@ -341,7 +398,10 @@ impl<'a, M: MemoryReader + ?Sized> Walker<'a, M> {
         if code_addr == 0 {
             return Ok((back, None));
         }
-        if l.frame_model == FrameModel::CurrentFrame && !self.is_code(code_addr)? {
+        if l.frame_model == FrameModel::CurrentFrame
+            && !self.checked_this_pass(code_addr)
+            && !self.is_code(code_addr)?
+        {
             // 3.13+ frames may run something other than a code object (e.g. None for the
             // interpreter's own entry frames); they are not Python frames.
             return Ok((back, None));
@@ -384,6 +444,15 @@ impl<'a, M: MemoryReader + ?Sized> Walker<'a, M> {
                 locals,
             }),
         ))
+    }
+
+    /// Whether the code object at `addr` was read and checked earlier in this pass (so it
+    /// is known to be a code object now).
+    fn checked_this_pass(&self, addr: u64) -> bool {
+        self.cache
+            .entries
+            .get(&addr)
+            .is_some_and(|entry| entry.checked == self.cache.pass)
     }
 
     /// Whether `addr` is a code object (the code type is learnt from its name once).

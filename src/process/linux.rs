@@ -214,6 +214,24 @@ impl LinuxProcess {
     }
 }
 
+/// The text of a small `/proc` file (a `stat` or `syscall` line), read into `buf` without
+/// the size query and heap buffer of `fs::read_to_string`: these are read on every sample.
+/// Text that does not fit is cut at the end of `buf`.
+fn read_small<'b>(path: &Path, buf: &'b mut [u8]) -> io::Result<&'b str> {
+    use std::io::Read;
+    let mut file = File::open(path)?;
+    let mut len = 0;
+    while len < buf.len() {
+        match file.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    std::str::from_utf8(&buf[..len]).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
 /// Whether the task whose `stat` file is `stat` exists and is neither a zombie nor dead.
 fn alive(stat: &Path) -> bool {
     match fs::read_to_string(stat) {
@@ -674,16 +692,44 @@ impl Process for LinuxProcess {
     }
 
     fn thread_activity(&self, tid: i32) -> Result<ThreadActivity> {
-        let task = self.proc_dir.join("task").join(tid.to_string());
-        let stat = fs::read_to_string(task.join("stat"))
+        // Read on every sample for every thread: into stack buffers, and the syscall file
+        // only when the state letter does not settle it.
+        let task = self.proc_dir.join(format!("task/{tid}"));
+        let mut buf = [0u8; 1024];
+        let stat = read_small(&task.join("stat"), &mut buf)
             .map_err(|e| anyhow!("thread {tid} of process {} is gone: {e}", self.pid))?;
-        let state = stat_state(&stat)
+        let state = stat_state(stat)
             .with_context(|| format!("unexpected /proc/{}/task/{tid}/stat format", self.pid))?;
-        let syscall = fs::read_to_string(task.join("syscall")).ok();
-        Ok(activity_from(state, syscall.as_deref()))
+        if state == 'R' {
+            return Ok(ThreadActivity::Active);
+        }
+        let mut syscall_buf = [0u8; 256];
+        let syscall = read_small(&task.join("syscall"), &mut syscall_buf).ok();
+        Ok(activity_from(state, syscall))
+    }
+
+    fn paused_thread_activity(&self, tid: i32) -> Result<ThreadActivity> {
+        // Stopped by us, the state letter says only that; the system call it sits in (or
+        // none, while it runs Python) is the whole answer.
+        let mut buf = [0u8; 256];
+        let path = self.proc_dir.join(format!("task/{tid}/syscall"));
+        let syscall = read_small(&path, &mut buf)
+            .map_err(|e| anyhow!("thread {tid} of process {} is gone: {e}", self.pid))?;
+        Ok(activity_from('t', Some(syscall)))
     }
 
     fn pause(&self) -> Result<Box<dyn PauseGuard>> {
+        self.pause_from(None)
+    }
+
+    fn pause_listed(&self, tids: &[i32]) -> Result<Box<dyn PauseGuard>> {
+        self.pause_from(Some(tids))
+    }
+}
+
+impl LinuxProcess {
+    /// Stops every thread, starting with the `listed` ones if the caller has a fresh list.
+    fn pause_from(&self, mut listed: Option<&[i32]>) -> Result<Box<dyn PauseGuard>> {
         // The guard exists before the first attach, so an early return detaches whatever
         // was attached so far.
         let mut guard = Paused::new(self.pid);
@@ -691,7 +737,10 @@ impl Process for LinuxProcess {
         // Threads not yet stopped can start new ones while we attach, so list again until a
         // listing brings nothing new (bounded, in case something spawns threads endlessly).
         for _ in 0..8 {
-            let tids = self.threads()?;
+            let tids = match listed.take() {
+                Some(tids) => tids.to_vec(),
+                None => self.threads()?,
+            };
             let new: Vec<i32> = tids.into_iter().filter(|t| seen.insert(*t)).collect();
             if new.is_empty() {
                 break;
@@ -752,7 +801,6 @@ impl LinuxProcess {
         out
     }
 
-    /// Whether thread `tid` of the process exists and has not exited.
     /// The pid of the tracer attached to thread `tid` (`TracerPid` in its status), if any.
     fn tracer_of(&self, tid: i32) -> Option<i32> {
         let status = fs::read_to_string(self.proc_dir.join(format!("task/{tid}/status"))).ok()?;
@@ -763,6 +811,7 @@ impl LinuxProcess {
             .filter(|&tracer| tracer != 0)
     }
 
+    /// Whether thread `tid` of the process exists and has not exited.
     fn thread_alive(&self, tid: i32) -> bool {
         alive(&self.proc_dir.join(format!("task/{tid}/stat")))
     }

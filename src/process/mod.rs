@@ -119,7 +119,20 @@ pub trait Process: MemoryReader {
     /// looks stopped whatever it was doing.
     fn thread_activity(&self, tid: i32) -> Result<ThreadActivity>;
 
+    /// Whether a thread that *we* stopped was running or waiting when it stopped (its
+    /// state letter then only says "stopped").
+    fn paused_thread_activity(&self, tid: i32) -> Result<ThreadActivity> {
+        self.thread_activity(tid)
+    }
+
     /// Stops every thread for a consistent snapshot. The guard resumes them on drop, on every
     /// path out (error, panic); if the profiler dies, the kernel detaches and they resume.
     fn pause(&self) -> Result<Box<dyn PauseGuard>>;
+
+    /// [`Process::pause`] for a caller that has just listed the threads (`tids`, from
+    /// [`Process::threads`]): spares listing them again before the first attach.
+    fn pause_listed(&self, tids: &[i32]) -> Result<Box<dyn PauseGuard>> {
+        let _ = tids;
+        self.pause()
+    }
 }
