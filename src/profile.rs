@@ -5,6 +5,8 @@
 
 use std::collections::HashMap;
 
+use rustc_hash::FxHashMap;
+
 /// What a frame stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FrameKind {
@@ -131,7 +133,8 @@ pub struct ProfileBuilder {
     profile: Profile,
     keep_timeline: bool,
     frame_ids: HashMap<FrameInfo, u32>,
-    stack_ids: HashMap<Vec<u32>, u32>,
+    /// Hashed once per sample (a whole stack of ids): the fast hash matters here.
+    stack_ids: FxHashMap<Vec<u32>, u32>,
     thread_ids: HashMap<ThreadKey, u32>,
     scratch: Vec<u32>,
 }

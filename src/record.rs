@@ -8,6 +8,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use rustc_hash::FxHashMap;
 
 use crate::launch::{Exit, Launched};
 use crate::output::file::OutputFile;
@@ -246,7 +247,7 @@ impl Stats {
 struct Recording<'o> {
     options: &'o RecordOptions,
     builder: ProfileBuilder,
-    frames: HashMap<CodeLine, u32>,
+    frames: FxHashMap<CodeLine, u32>,
     process_frames: HashMap<i32, u32>,
     /// Root frame of each thread (`--threads`), labelled when the recording ends, with the
     /// name the thread had last: names are read now and then, and a new thread may be
@@ -268,7 +269,7 @@ impl<'o> Recording<'o> {
                 1.0 / options.rate,
                 title,
             ),
-            frames: HashMap::new(),
+            frames: FxHashMap::default(),
             process_frames: HashMap::new(),
             thread_frames: HashMap::new(),
             truncated_frame: None,

@@ -5,8 +5,8 @@
 //! cached by address, with their line tables; a cache kept across samples checks each
 //! entry once per pass, because a freed code object's address may be reused.
 
-use std::cell::OnceCell;
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
+use std::cell::{OnceCell, RefCell};
 use std::rc::Rc;
 
 use anyhow::{bail, Context, Result};
@@ -26,6 +26,8 @@ const MAX_LINETABLE: usize = 1 << 20;
 const MAX_FRAME_BYTES: usize = 1024;
 /// Most local variables we read for one frame.
 const MAX_LOCALS: usize = 1024;
+/// Offsets whose line each code object remembers (see `CodeInfo::line_at`).
+const RECENT_LINES: usize = 8;
 /// Largest frame chunk copied in one read; a bigger one (a single huge frame) is read frame
 /// by frame instead. CPython's chunks are 16 KiB unless one frame needs more.
 const MAX_CHUNK_BYTES: usize = 1 << 20;
@@ -59,6 +61,38 @@ pub struct CodeInfo {
     varnames_tuple: u64,
     kinds_bytes: u64,
     locals_names: OnceCell<LocalNames>,
+    /// The lines of the last few instruction offsets looked up: a frame sits at the same
+    /// few places (its call sites, a loop) sample after sample, and decoding the table
+    /// from its start for each was the walker's biggest cost on deep stacks.
+    recent_lines: RefCell<RecentLines>,
+}
+
+/// A small round-robin memo of `offset → line` for one code object.
+#[derive(Debug, Clone, Default)]
+struct RecentLines {
+    entries: [(i32, Option<i32>); RECENT_LINES],
+    len: usize,
+    next: usize,
+}
+
+impl CodeInfo {
+    /// The line of instruction `offset` (in bytes), decoded from the line table once and
+    /// then remembered among the recent ones.
+    pub fn line_at(&self, format: LineTableFormat, offset: i32) -> Option<i32> {
+        let mut recent = self.recent_lines.borrow_mut();
+        if let Some(&(_, line)) = recent.entries[..recent.len]
+            .iter()
+            .find(|(o, _)| *o == offset)
+        {
+            return line;
+        }
+        let line = line_for_offset(format, &self.linetable, self.first_line, offset);
+        let slot = recent.next;
+        recent.entries[slot] = (offset, line);
+        recent.next = (slot + 1) % RECENT_LINES;
+        recent.len = (recent.len + 1).min(RECENT_LINES);
+        line
+    }
 }
 
 /// Names of the fast locals (`co_varnames` / `co_localsplusnames`) and, on 3.11+, their
@@ -107,7 +141,9 @@ impl CachedCode {
 /// [`MAX_CACHED_CODES`] entries or 64 MiB, so a long profile does not grow without bound.
 #[derive(Debug, Default)]
 pub struct CodeCache {
-    entries: HashMap<u64, CachedCode>,
+    /// Keyed by address with a fast hash: looked up for every frame of every sample, and
+    /// the keys are the target's pointers, not input anyone could choose to collide.
+    entries: FxHashMap<u64, CachedCode>,
     code_type: Option<u64>,
     pass: u64,
     /// Approximate bytes held by the entries (see [`CachedCode::cost`]).
@@ -428,7 +464,7 @@ impl<'a, M: MemoryReader + ?Sized> Walker<'a, M> {
                 (units as i32) * 2
             }
         };
-        let line = line_for_offset(l.line_format, &code.linetable, code.first_line, offset);
+        let line = code.line_at(l.line_format, offset);
         let locals = if with_locals {
             Some(self.locals(addr, &code)?)
         } else {
@@ -537,6 +573,7 @@ impl<'a, M: MemoryReader + ?Sized> Walker<'a, M> {
             varnames_tuple: block.u64_at(l.code.varnames),
             kinds_bytes: l.code.localspluskinds.map_or(0, |k| block.u64_at(k)),
             locals_names: OnceCell::new(),
+            recent_lines: RefCell::default(),
         })
     }
 
@@ -704,6 +741,7 @@ mod tests {
                 varnames_tuple: 0,
                 kinds_bytes: 0,
                 locals_names: OnceCell::new(),
+                recent_lines: RefCell::default(),
             }),
             fingerprint: CodeFingerprint {
                 name: 0,
