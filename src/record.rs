@@ -227,6 +227,18 @@ impl Stats {
             return;
         }
         let mean = self.sample_time / self.passes as u32;
+        // The quality of the recording, always: how close to the schedule it stayed and
+        // what a sample cost, the figures a user weighs a profile (and --rate) by.
+        crate::note!(
+            "py-spy: sampling: {} of {} samples late, {} skipped; {:.2} % errors; a sample \
+             took {:.0} µs on average, {:.0} µs at most",
+            self.late,
+            self.passes,
+            self.skipped,
+            self.errors as f64 * 100.0 / self.passes as f64,
+            mean.as_secs_f64() * 1e6,
+            self.longest_sample.as_secs_f64() * 1e6
+        );
         let behind = active >= 0.5 && achieved < rate * BEHIND_RATIO;
         if behind || self.skipped * 20 > self.passes + self.skipped {
             crate::note!(

@@ -226,6 +226,9 @@ struct Window {
     active: u64,
     /// The schedule's skipped slots when the interval began.
     skipped_before: u64,
+    /// Time spent taking the passes, and the longest one.
+    sample_time: Duration,
+    longest_sample: Duration,
 }
 
 impl Window {
@@ -236,6 +239,8 @@ impl Window {
             gil: 0,
             active: 0,
             skipped_before,
+            sample_time: Duration::ZERO,
+            longest_sample: Duration::ZERO,
         }
     }
 }
@@ -473,6 +478,7 @@ impl<'o> Session<'o> {
             thread_names: false,
         };
         let mut errors = 0;
+        let started = Instant::now();
         let change = sample_all(
             targets,
             options,
@@ -486,6 +492,9 @@ impl<'o> Session<'o> {
             },
         );
         self.errors += errors;
+        let took = started.elapsed();
+        self.window.sample_time += took;
+        self.window.longest_sample = self.window.longest_sample.max(took);
         self.window.passes += 1;
         self.window.gil += u64::from(gil);
         self.window.active += u64::from(active);
@@ -522,6 +531,13 @@ impl<'o> Session<'o> {
         self.header.rate = rate;
         self.header.samples = self.stats.passes();
         self.header.errors = self.errors;
+        self.header.sample_micros = (window.passes > 0).then(|| {
+            (
+                window.sample_time.as_secs_f64() * 1e6 / window.passes as f64,
+                window.longest_sample.as_secs_f64() * 1e6,
+            )
+        });
+        self.header.late = skipped.saturating_sub(window.skipped_before);
         if self.options.subprocesses {
             self.header.processes = Some(targets.sampling().count());
         }

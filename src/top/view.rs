@@ -30,6 +30,10 @@ pub struct Header {
     pub asked_rate: f64,
     /// Errors since the start or the last reset.
     pub errors: u64,
+    /// Slots of the schedule skipped in the last interval because a pass ran late.
+    pub late: u64,
+    /// Mean and longest time a pass took in the last interval, in µs.
+    pub sample_micros: Option<(f64, f64)>,
     /// Set when the sampler fell behind: what to say.
     pub behind: Option<String>,
     /// Other warnings (e.g. `--gil` on a free-threaded interpreter).
@@ -102,10 +106,17 @@ pub fn render(header: &Header, rows: &[Row], layout: &Layout) -> Vec<String> {
         Some(r) => format!("{r:.1}/s"),
         None => "-".to_owned(),
     };
-    lines.push(format!(
+    let mut sampling = format!(
         "Sampling rate: {rate} of {}/s  Errors: {}",
         header.asked_rate, header.errors
-    ));
+    );
+    if let Some((mean, longest)) = header.sample_micros {
+        sampling.push_str(&format!(
+            "  Skipped: {}  Sample: {mean:.0} µs (max {longest:.0} µs)",
+            header.late
+        ));
+    }
+    lines.push(sampling);
     if let Some(behind) = &header.behind {
         lines.push(format!("WARNING: {behind}"));
     }
