@@ -4,15 +4,15 @@
 //! The file is read through [`Process::open_mapped_file`], so it is the very file the target
 //! mapped, even inside a container or after the file on disk was replaced.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use goblin::container::Ctx;
 use goblin::elf::header::ET_EXEC;
-use goblin::elf::program_header::PT_LOAD;
-use goblin::elf::section_header::{SHF_ALLOC, SHT_NOBITS};
-use goblin::elf::sym::{STB_LOCAL, STT_TLS};
+use goblin::elf::program_header::{ProgramHeader, PT_LOAD};
+use goblin::elf::section_header::{SectionHeader, SHF_ALLOC, SHT_DYNSYM, SHT_NOBITS, SHT_SYMTAB};
+use goblin::elf::sym::{Symtab, STB_LOCAL, STT_TLS};
 use goblin::elf::Elf;
 use memmap2::Mmap;
 
@@ -41,10 +41,13 @@ pub struct Binary {
     /// Sections (.data, .bss, .PyRuntime, .rodata ...) relocated into the target. Only
     /// sections that occupy memory at run time (`SHF_ALLOC`) are listed.
     pub sections: Vec<Section>,
-    /// Every named, defined, non-TLS symbol of `.dynsym` and `.symtab`, by name, as an
-    /// address in the target.
-    symbols: HashMap<String, u64>,
-    /// The file, kept mapped for [`Binary::rodata_strings`].
+    /// Where `.dynsym` and `.symtab` are in the file. They are searched when a symbol is
+    /// asked for, not turned into a map up front: an attach asks for a handful of names,
+    /// and building a map of libpython's ~15,000 symbols was most of the time `dump` took.
+    symbol_tables: Vec<SymbolTable>,
+    /// How the file's structures are encoded (32/64-bit, endianness).
+    ctx: Ctx,
+    /// The file, kept mapped for the symbol tables and [`Binary::rodata_strings`].
     file: Mmap,
     /// Byte range of `.rodata` in the file, if it has one.
     rodata: Option<(usize, usize)>,
@@ -57,7 +60,10 @@ impl fmt::Debug for Binary {
             .field("path", &self.path)
             .field("load_bias", &format_args!("{:#x}", self.load_bias))
             .field("sections", &self.sections.len())
-            .field("symbols", &self.symbols.len())
+            .field(
+                "symbols",
+                &self.symbol_tables.iter().map(|t| t.count).sum::<usize>(),
+            )
             .finish()
     }
 }
@@ -87,14 +93,50 @@ impl Binary {
         // practice, and map_files gives us the inode the target itself maps.
         let bytes = unsafe { Mmap::map(&file) }
             .with_context(|| format!("memory-mapping {}", path.display()))?;
-        let elf = Elf::parse(&bytes).with_context(|| format!("parsing ELF {}", path.display()))?;
-        let load_bias = load_bias(&elf, &mine)
+        // Only the headers are parsed: relocations, notes and the dynamic section, which a
+        // full `Elf::parse` also decodes, are never used.
+        let parsed = (|| -> goblin::error::Result<_> {
+            let header = Elf::parse_header(&bytes)?;
+            let ctx = Ctx::new(header.container()?, header.endianness()?);
+            let programs = ProgramHeader::parse(
+                &bytes,
+                header.e_phoff as usize,
+                header.e_phnum as usize,
+                ctx,
+            )?;
+            let section_headers = SectionHeader::parse(
+                &bytes,
+                header.e_shoff as usize,
+                header.e_shnum as usize,
+                ctx,
+            )?;
+            Ok((header, ctx, programs, section_headers))
+        })();
+        let (header, ctx, programs, section_headers) =
+            parsed.with_context(|| format!("parsing ELF {}", path.display()))?;
+        let load_bias = load_bias(header.e_type, &programs, &mine)
             .with_context(|| format!("finding where {} was loaded", path.display()))?;
+        let section_names = section_headers
+            .get(usize::from(header.e_shstrndx))
+            .map(|sh| file_range(sh, bytes.len()))
+            .unwrap_or((0, 0));
 
         let mut sections = Vec::new();
         let mut rodata = None;
-        for sh in &elf.section_headers {
-            let name = elf.shdr_strtab.get_at(sh.sh_name).unwrap_or("");
+        let mut symbol_tables = Vec::new();
+        for sh in &section_headers {
+            if sh.sh_type == SHT_SYMTAB || sh.sh_type == SHT_DYNSYM {
+                if let Some(strings) = section_headers.get(sh.sh_link as usize) {
+                    let entry = goblin::elf::sym::Sym::size(ctx.container);
+                    symbol_tables.push(SymbolTable {
+                        dynamic: sh.sh_type == SHT_DYNSYM,
+                        offset: sh.sh_offset as usize,
+                        count: (sh.sh_size as usize) / entry.max(1),
+                        strings: file_range(strings, bytes.len()),
+                    });
+                }
+            }
+            let name = string_at(&bytes, section_names, sh.sh_name).unwrap_or("");
             if name == ".rodata" && sh.sh_type != SHT_NOBITS {
                 let start = sh.sh_offset as usize;
                 let end = start.saturating_add(sh.sh_size as usize);
@@ -112,33 +154,15 @@ impl Binary {
             });
         }
 
-        let mut symbols = HashMap::new();
-        let tables = [(&elf.dynsyms, &elf.dynstrtab), (&elf.syms, &elf.strtab)];
-        for (syms, strtab) in tables {
-            for sym in syms.iter() {
-                // Undefined symbols (imports) and TLS offsets are not addresses in this file.
-                if sym.st_value == 0 || sym.st_shndx == 0 || sym.st_type() == STT_TLS {
-                    continue;
-                }
-                let Some(name) = strtab.get_at(sym.st_name).filter(|n| !n.is_empty()) else {
-                    continue;
-                };
-                let addr = sym.st_value.wrapping_add(load_bias);
-                // A global definition wins over a same-named local one from another object.
-                if sym.st_bind() == STB_LOCAL {
-                    symbols.entry(name.to_string()).or_insert(addr);
-                } else {
-                    symbols.insert(name.to_string(), addr);
-                }
-            }
-        }
-        drop(elf);
+        // `.dynsym` before `.symtab`, the order in which a later global definition wins.
+        symbol_tables.sort_by_key(|t| !t.dynamic);
 
         Ok(Binary {
             path: path.to_path_buf(),
             load_bias,
             sections,
-            symbols,
+            symbol_tables,
+            ctx,
             file: bytes,
             rodata,
         })
@@ -147,7 +171,33 @@ impl Binary {
     /// Address in the target of a symbol from `.dynsym` or `.symtab` (both searched, local
     /// symbols included), or `None`.
     pub fn symbol(&self, name: &str) -> Option<u64> {
-        self.symbols.get(name).copied()
+        if name.is_empty() {
+            return None;
+        }
+        let (mut global, mut local) = (None, None);
+        for table in &self.symbol_tables {
+            let Ok(symbols) = Symtab::parse(&self.file, table.offset, table.count, self.ctx) else {
+                continue;
+            };
+            for sym in symbols.iter() {
+                // Undefined symbols (imports) and TLS offsets are not addresses in this file.
+                if sym.st_value == 0 || sym.st_shndx == 0 || sym.st_type() == STT_TLS {
+                    continue;
+                }
+                if !names_match(&self.file, table.strings, sym.st_name, name) {
+                    continue;
+                }
+                let addr = sym.st_value.wrapping_add(self.load_bias);
+                // A global definition wins over a same-named local one from another object
+                // (the last global one, as the tables are in order); else the first local.
+                if sym.st_bind() == STB_LOCAL {
+                    local = local.or(Some(addr));
+                } else {
+                    global = Some(addr);
+                }
+            }
+        }
+        global.or(local)
     }
 
     /// Section by name.
@@ -177,13 +227,47 @@ impl Binary {
 /// Load bias of `elf` given its mappings in the target, lowest first: the start of a mapping
 /// minus the (page-aligned) virtual address of the `PT_LOAD` segment the kernel mapped there,
 /// recognised by its file offset. Non-PIE executables are loaded where they say: bias 0.
-fn load_bias(elf: &Elf, maps: &[&MapRange]) -> Result<u64> {
-    if elf.header.e_type == ET_EXEC {
+/// A symbol table of the file and the string table its names are in.
+#[derive(Debug, Clone, Copy)]
+struct SymbolTable {
+    /// `.dynsym` (else `.symtab`).
+    dynamic: bool,
+    /// File offset and number of entries.
+    offset: usize,
+    count: usize,
+    /// File byte range of the names.
+    strings: (usize, usize),
+}
+
+/// The byte range of a section in a file of `len` bytes, clipped to the file.
+fn file_range(sh: &SectionHeader, len: usize) -> (usize, usize) {
+    let start = (sh.sh_offset as usize).min(len);
+    (start, start.saturating_add(sh.sh_size as usize).min(len))
+}
+
+/// The NUL-terminated string at `offset` of the string table at `table` in `file`.
+fn string_at(file: &[u8], table: (usize, usize), offset: usize) -> Option<&str> {
+    let bytes = file.get(table.0..table.1)?.get(offset..)?;
+    let end = bytes.iter().position(|&b| b == 0)?;
+    std::str::from_utf8(&bytes[..end]).ok()
+}
+
+/// Whether the string at `offset` of the string table is exactly `name`, compared in place.
+fn names_match(file: &[u8], table: (usize, usize), offset: usize, name: &str) -> bool {
+    let Some(bytes) = file.get(table.0..table.1).and_then(|t| t.get(offset..)) else {
+        return false;
+    };
+    let name = name.as_bytes();
+    bytes.len() > name.len() && bytes[name.len()] == 0 && &bytes[..name.len()] == name
+}
+
+fn load_bias(e_type: u16, programs: &[ProgramHeader], maps: &[&MapRange]) -> Result<u64> {
+    if e_type == ET_EXEC {
         return Ok(0);
     }
     let page = page_size();
     for map in maps {
-        for ph in elf.program_headers.iter().filter(|p| p.p_type == PT_LOAD) {
+        for ph in programs.iter().filter(|p| p.p_type == PT_LOAD) {
             // The kernel maps a segment from its file offset rounded down to a page, at its
             // virtual address rounded down the same way.
             if ph.p_offset & !(page - 1) == map.offset {
