@@ -381,6 +381,7 @@ impl<'o> Recording<'o> {
                 locals: false,
                 nonblocking: self.options.nonblocking,
                 thread_names: self.options.threads || self.options.format.needs_timeline(),
+                skip_idle: !self.options.idle && !self.options.gil,
             };
             let mut errors = 0;
             let change = sample_all(

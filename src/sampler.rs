@@ -31,6 +31,11 @@ pub struct SnapshotOptions {
     pub nonblocking: bool,
     /// Read the names `threading` gave the threads (cached between snapshots).
     pub thread_names: bool,
+    /// The caller drops idle threads: threads found waiting before the pause are neither
+    /// stopped nor walked (they are listed idle, with no frames). Used only where the
+    /// layout gives each thread state its OS thread id (3.11+), so that the threads can be
+    /// told apart before their stacks are read.
+    pub skip_idle: bool,
 }
 
 /// One thread at the moment of the snapshot.
@@ -109,12 +114,26 @@ impl<P: Process> Sampler<P> {
             .iter()
             .filter_map(|t| self.process.thread_activity(*t).ok().map(|a| (*t, a)))
             .collect();
+        let skip_idle =
+            options.skip_idle && self.interpreter.layout.thread.native_thread_id.is_some();
+        // The main thread is always stopped: stopped, it cannot exec while we hold the
+        // others (see `Process::pause`).
+        let pid = self.process.pid();
+        let skipped: Vec<i32> = if skip_idle {
+            os_tids
+                .iter()
+                .copied()
+                .filter(|t| *t != pid && activity.get(t) == Some(&ThreadActivity::Idle))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let _pause = if options.nonblocking {
             None
         } else {
             let pause = self
                 .process
-                .pause_listed(&os_tids)
+                .pause_listed(&os_tids, &skipped)
                 .context("pausing the process")?;
             // A thread that looked runnable may only be on its way back into a wait that
             // our previous pause interrupted (on a busy machine it can sit runnable for
@@ -129,7 +148,7 @@ impl<P: Process> Sampler<P> {
             }
             Some(pause)
         };
-        self.read_threads(options, &os_tids, &activity)
+        self.read_threads(options, &os_tids, &activity, &skipped)
     }
 
     fn read_threads(
@@ -137,13 +156,14 @@ impl<P: Process> Sampler<P> {
         options: SnapshotOptions,
         os_tids: &[i32],
         activity: &HashMap<i32, ThreadActivity>,
+        skipped: &[i32],
     ) -> Result<Snapshot> {
         let interp = &self.interpreter;
         let mut state = self.state.borrow_mut();
         let mut codes = std::mem::take(&mut state.codes);
         codes.begin_pass();
         let mut walker = Walker::with_cache(&self.process, &interp.layout, codes);
-        let result = self.read_with(&mut walker, &mut state, options, os_tids, activity);
+        let result = self.read_with(&mut walker, &mut state, options, os_tids, activity, skipped);
         state.codes = walker.into_cache();
         result
     }
@@ -155,8 +175,10 @@ impl<P: Process> Sampler<P> {
         options: SnapshotOptions,
         os_tids: &[i32],
         activity: &HashMap<i32, ThreadActivity>,
+        skipped: &[i32],
     ) -> Result<Snapshot> {
         let interp = &self.interpreter;
+        let walk = |native: Option<u64>| native.is_none_or(|t| !skipped.contains(&(t as i32)));
         let mut tstates = walker
             .thread_states(interp.interp)
             .context("reading the thread list")?;
@@ -165,12 +187,12 @@ impl<P: Process> Sampler<P> {
         let gil = threads::gil_holder(&self.process, interp);
         let mut stacks = Vec::with_capacity(tstates.len());
         for tstate in &tstates {
-            let mut result = walker.stack(*tstate, options.locals);
+            let mut result = walker.stack_if(*tstate, options.locals, walk);
             for _ in 1..STACK_ATTEMPTS {
                 if result.is_ok() {
                     break;
                 }
-                result = walker.stack(*tstate, options.locals);
+                result = walker.stack_if(*tstate, options.locals, walk);
             }
             // A vanished process is not one unreadable thread: the whole snapshot is over.
             let result = match result {

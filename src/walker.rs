@@ -299,14 +299,34 @@ impl<'a, M: MemoryReader + ?Sized> Walker<'a, M> {
 
     /// The stack of the thread whose state is at `tstate`.
     pub fn stack(&mut self, tstate: u64, with_locals: bool) -> Result<ThreadStack> {
+        self.stack_if(tstate, with_locals, |_| true)
+    }
+
+    /// [`Walker::stack`], but the frames are walked only if `walk` says so given the
+    /// thread's OS id (when the layout records it); else the stack comes back empty.
+    pub fn stack_if(
+        &mut self,
+        tstate: u64,
+        with_locals: bool,
+        walk: impl Fn(Option<u64>) -> bool,
+    ) -> Result<ThreadStack> {
         let l = self.layout();
         let block = self
             .mem()
             .read_vec(tstate, l.thread.size, 1 << 16)
             .with_context(|| format!("reading thread state {tstate:#x}"))?;
-        self.load_chunk(&block);
         let python_thread_id = block.u64_at(l.thread.thread_id);
         let native_thread_id = l.thread.native_thread_id.map(|o| block.u64_at(o));
+        if !walk(native_thread_id) {
+            return Ok(ThreadStack {
+                tstate,
+                python_thread_id,
+                native_thread_id,
+                frames: Vec::new(),
+                truncated: false,
+            });
+        }
+        self.load_chunk(&block);
         let mut frame = block.u64_at(l.thread.frame);
         if let Some(current) = l.thread.cframe_current_frame {
             frame = if frame == 0 {

@@ -48,6 +48,20 @@ pub struct LinuxProcess {
     /// Task whose id we hand to `process_vm_readv`: the pid, unless the main thread has
     /// exited (its task then has no memory) while other threads run on.
     mem_task: AtomicI32,
+    /// Open `stat` and `syscall` files of threads, reread with `pread` on every sample
+    /// instead of opened and closed each time. Bounded by [`MAX_TASK_FILES`]; a thread
+    /// beyond it has its files opened per read, as do threads whose file failed.
+    task_files: Mutex<HashMap<(i32, TaskFile), File>>,
+}
+
+/// Most task files kept open, well under the usual limit of 1,024 descriptors.
+const MAX_TASK_FILES: usize = 256;
+
+/// A per-thread `/proc` file read on every sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum TaskFile {
+    Stat,
+    Syscall,
 }
 
 impl LinuxProcess {
@@ -85,6 +99,7 @@ impl LinuxProcess {
             pid,
             proc_dir,
             mem_task: AtomicI32::new(pid),
+            task_files: Mutex::new(HashMap::new()),
         };
         // The state shown is the main thread's: a zombie there may still have live threads.
         let zombie = field("State:").is_some_and(|s| s.starts_with('Z') || s.starts_with('X'));
@@ -686,6 +701,12 @@ impl Process for LinuxProcess {
         let mut tids: Vec<i32> = dir
             .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
             .collect();
+        // Files of threads that are gone are closed here, where the live ones are known.
+        if let Ok(mut files) = self.task_files.lock() {
+            if files.keys().any(|(tid, _)| !tids.contains(tid)) {
+                files.retain(|(tid, _), _| tids.contains(tid));
+            }
+        }
         // Main thread first, the rest in id order (roughly creation order).
         tids.sort_by_key(|&t| (t != self.pid, t));
         Ok(tids)
@@ -694,9 +715,9 @@ impl Process for LinuxProcess {
     fn thread_activity(&self, tid: i32) -> Result<ThreadActivity> {
         // Read on every sample for every thread: into stack buffers, and the syscall file
         // only when the state letter does not settle it.
-        let task = self.proc_dir.join(format!("task/{tid}"));
         let mut buf = [0u8; 1024];
-        let stat = read_small(&task.join("stat"), &mut buf)
+        let stat = self
+            .read_task_file(tid, TaskFile::Stat, &mut buf)
             .map_err(|e| anyhow!("thread {tid} of process {} is gone: {e}", self.pid))?;
         let state = stat_state(stat)
             .with_context(|| format!("unexpected /proc/{}/task/{tid}/stat format", self.pid))?;
@@ -704,7 +725,9 @@ impl Process for LinuxProcess {
             return Ok(ThreadActivity::Active);
         }
         let mut syscall_buf = [0u8; 256];
-        let syscall = read_small(&task.join("syscall"), &mut syscall_buf).ok();
+        let syscall = self
+            .read_task_file(tid, TaskFile::Syscall, &mut syscall_buf)
+            .ok();
         Ok(activity_from(state, syscall))
     }
 
@@ -712,28 +735,69 @@ impl Process for LinuxProcess {
         // Stopped by us, the state letter says only that; the system call it sits in (or
         // none, while it runs Python) is the whole answer.
         let mut buf = [0u8; 256];
-        let path = self.proc_dir.join(format!("task/{tid}/syscall"));
-        let syscall = read_small(&path, &mut buf)
+        let syscall = self
+            .read_task_file(tid, TaskFile::Syscall, &mut buf)
             .map_err(|e| anyhow!("thread {tid} of process {} is gone: {e}", self.pid))?;
         Ok(activity_from('t', Some(syscall)))
     }
 
     fn pause(&self) -> Result<Box<dyn PauseGuard>> {
-        self.pause_from(None)
+        self.pause_from(None, &[])
     }
 
-    fn pause_listed(&self, tids: &[i32]) -> Result<Box<dyn PauseGuard>> {
-        self.pause_from(Some(tids))
+    fn pause_listed(&self, tids: &[i32], skip: &[i32]) -> Result<Box<dyn PauseGuard>> {
+        self.pause_from(Some(tids), skip)
     }
 }
 
 impl LinuxProcess {
-    /// Stops every thread, starting with the `listed` ones if the caller has a fresh list.
-    fn pause_from(&self, mut listed: Option<&[i32]>) -> Result<Box<dyn PauseGuard>> {
+    /// Reads `/proc/PID/task/TID/{stat,syscall}` into `buf`, through a kept-open file when
+    /// there is room for one. A failed read of a kept file (the thread exited, or its id
+    /// now names another task) drops it and tries a fresh open once.
+    fn read_task_file<'b>(
+        &self,
+        tid: i32,
+        which: TaskFile,
+        buf: &'b mut [u8],
+    ) -> io::Result<&'b str> {
+        use std::os::unix::fs::FileExt;
+        let mut files = self.task_files.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(file) = files.get(&(tid, which)) {
+            match file.read_at(buf, 0) {
+                Ok(len) if len < buf.len() => {
+                    return std::str::from_utf8(&buf[..len])
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e));
+                }
+                _ => {
+                    files.remove(&(tid, which));
+                }
+            }
+        }
+        let name = match which {
+            TaskFile::Stat => "stat",
+            TaskFile::Syscall => "syscall",
+        };
+        let path = self.proc_dir.join(format!("task/{tid}/{name}"));
+        if files.len() >= MAX_TASK_FILES {
+            drop(files);
+            return read_small(&path, buf);
+        }
+        let file = File::open(&path)?;
+        let len = file.read_at(buf, 0)?;
+        let text = std::str::from_utf8(&buf[..len])
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        files.insert((tid, which), file);
+        Ok(text)
+    }
+
+    /// Stops every thread but those in `skip`, starting with the `listed` ones if the
+    /// caller has a fresh list.
+    fn pause_from(&self, mut listed: Option<&[i32]>, skip: &[i32]) -> Result<Box<dyn PauseGuard>> {
         // The guard exists before the first attach, so an early return detaches whatever
         // was attached so far.
         let mut guard = Paused::new(self.pid);
-        let mut seen = HashSet::new();
+        // Skipped threads count as seen, so that listing them again is not news.
+        let mut seen: HashSet<i32> = skip.iter().copied().filter(|&t| t != self.pid).collect();
         // Threads not yet stopped can start new ones while we attach, so list again until a
         // listing brings nothing new (bounded, in case something spawns threads endlessly).
         for _ in 0..8 {

@@ -130,9 +130,10 @@ pub trait Process: MemoryReader {
     fn pause(&self) -> Result<Box<dyn PauseGuard>>;
 
     /// [`Process::pause`] for a caller that has just listed the threads (`tids`, from
-    /// [`Process::threads`]): spares listing them again before the first attach.
-    fn pause_listed(&self, tids: &[i32]) -> Result<Box<dyn PauseGuard>> {
-        let _ = tids;
+    /// [`Process::threads`]): spares listing them again before the first attach. The
+    /// threads in `skip` (ones the caller will not read) are left running.
+    fn pause_listed(&self, tids: &[i32], skip: &[i32]) -> Result<Box<dyn PauseGuard>> {
+        let _ = (tids, skip);
         self.pause()
     }
 }

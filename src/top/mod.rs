@@ -476,6 +476,7 @@ impl<'o> Session<'o> {
             locals: false,
             nonblocking: self.options.nonblocking,
             thread_names: false,
+            skip_idle: !self.options.idle && !self.options.gil,
         };
         let mut errors = 0;
         let started = Instant::now();
