@@ -66,11 +66,30 @@ pub type ReadResult<T> = Result<T, ReadError>;
 pub trait MemoryReader {
     /// Fills all of `buf` with the bytes at `addr`; fails unless every byte was read.
     fn read(&self, addr: u64, buf: &mut [u8]) -> ReadResult<()>;
+
+    /// Fills each `(addr, buf)` in order, in as few system calls as the platform allows,
+    /// and returns how many leading requests were filled whole (the rest may hold
+    /// anything). Nothing is reported beyond the count: a caller reads what it still
+    /// needs with [`MemoryReader::read`], which says what went wrong.
+    fn read_batch(&self, requests: &mut [(u64, &mut [u8])]) -> usize {
+        let mut filled = 0;
+        for (addr, buf) in requests.iter_mut() {
+            if self.read(*addr, buf).is_err() {
+                break;
+            }
+            filled += 1;
+        }
+        filled
+    }
 }
 
 impl<M: MemoryReader + ?Sized> MemoryReader for &M {
     fn read(&self, addr: u64, buf: &mut [u8]) -> ReadResult<()> {
         (**self).read(addr, buf)
+    }
+
+    fn read_batch(&self, requests: &mut [(u64, &mut [u8])]) -> usize {
+        (**self).read_batch(requests)
     }
 }
 

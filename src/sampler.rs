@@ -107,7 +107,15 @@ impl<P: Process> Sampler<P> {
     /// Reads every thread once. Unless `nonblocking`, the target is stopped for the read and
     /// resumed before this returns, whatever happens.
     pub fn snapshot(&self, options: SnapshotOptions) -> Result<Snapshot> {
-        let os_tids = self.process.threads().context("listing threads")?;
+        let recent = if options.nonblocking {
+            None
+        } else {
+            self.process.recent_threads()
+        };
+        let os_tids = match recent {
+            Some(tids) => tids,
+            None => self.process.threads().context("listing threads")?,
+        };
         // Activity is read before pausing: a stopped thread's state letter says only that
         // it is stopped. Idle threads (most of a server's) are settled by this read.
         let mut activity: HashMap<i32, ThreadActivity> = os_tids

@@ -151,6 +151,11 @@ pub struct CodeCache {
     /// The buffer a thread's newest frame chunk is copied into (see `Walker::load_chunk`),
     /// kept here only so that it is allocated once per process, not once per pass.
     chunk: Vec<u8>,
+    /// Code objects read ahead in one batch for the stack being walked (see
+    /// `Walker::prefetch_codes`): their addresses, and their blocks back to back in
+    /// `prefetched_bytes`. Kept here, like `chunk`, for the allocations.
+    prefetched: Vec<u64>,
+    prefetched_bytes: Vec<u8>,
 }
 
 impl CodeCache {
@@ -327,6 +332,7 @@ impl<'a, M: MemoryReader + ?Sized> Walker<'a, M> {
             });
         }
         self.load_chunk(&block);
+        self.cache.prefetched.clear();
         let mut frame = block.u64_at(l.thread.frame);
         if let Some(current) = l.thread.cframe_current_frame {
             frame = if frame == 0 {
@@ -335,6 +341,7 @@ impl<'a, M: MemoryReader + ?Sized> Walker<'a, M> {
                 self.mem().read_u64(frame.wrapping_add(current as u64))?
             };
         }
+        self.prefetch_codes(frame);
         let mut frames = Vec::new();
         let mut seen = 0usize;
         // A chain read while the thread was changing it can loop back on itself. Without
@@ -408,6 +415,63 @@ impl<'a, M: MemoryReader + ?Sized> Walker<'a, M> {
         if mem.read(start, buffer).is_ok() {
             self.chunk_start = start;
             self.chunk_len = len as usize;
+        }
+    }
+
+    /// Reads, in one batch, the code objects of the frames that lie in the chunk copy and
+    /// that this pass has not checked yet: a stack of distinct functions would otherwise
+    /// cost a read per function. Follows the frame chain inside the copy only (bounded
+    /// by [`MAX_FRAMES`]); what it cannot read ahead is read one by one later, as before.
+    fn prefetch_codes(&mut self, first_frame: u64) {
+        let l = self.layout();
+        if self.chunk_len == 0 || l.code.size > MAX_CODE_BYTES {
+            return;
+        }
+        let mut wanted: Vec<u64> = std::mem::take(&mut self.cache.prefetched);
+        wanted.clear();
+        let mut frame = first_frame;
+        let mut buf = [0u8; MAX_FRAME_BYTES];
+        for _ in 0..MAX_FRAMES {
+            let Some(block) = buf.get_mut(..l.frame.size) else {
+                break;
+            };
+            if frame == 0 || !self.copy_from_chunk(frame, block) {
+                break;
+            }
+            let mut code = block.u64_at(l.frame.code);
+            if l.tagged_stackrefs {
+                code &= !TAG_BITS;
+            }
+            if code != 0 && !self.checked_this_pass(code) && !wanted.contains(&code) {
+                wanted.push(code);
+            }
+            let back = block.u64_at(l.frame.back);
+            if back == frame {
+                break;
+            }
+            frame = back;
+        }
+        let size = l.code.size;
+        let mut bytes = std::mem::take(&mut self.cache.prefetched_bytes);
+        bytes.resize(wanted.len() * size, 0);
+        let mut requests: Vec<(u64, &mut [u8])> =
+            wanted.iter().copied().zip(bytes.chunks_mut(size)).collect();
+        let filled = self.mem().read_batch(&mut requests);
+        drop(requests);
+        wanted.truncate(filled);
+        self.cache.prefetched = wanted;
+        self.cache.prefetched_bytes = bytes;
+    }
+
+    /// Fills `block` with the code object at `addr` if it was read ahead.
+    fn copy_prefetched(&self, addr: u64, block: &mut [u8]) -> bool {
+        let size = self.layout().code.size;
+        match self.cache.prefetched.iter().position(|&a| a == addr) {
+            Some(i) if block.len() == size => {
+                block.copy_from_slice(&self.cache.prefetched_bytes[i * size..(i + 1) * size]);
+                true
+            }
+            _ => false,
         }
     }
 
@@ -513,7 +577,14 @@ impl<'a, M: MemoryReader + ?Sized> Walker<'a, M> {
 
     /// Whether `addr` is a code object (the code type is learnt from its name once).
     fn is_code(&mut self, addr: u64) -> Result<bool> {
-        let tp = self.objects.type_of(addr)?;
+        let mut header = [0u8; MAX_CODE_BYTES];
+        let size = self.layout().code.size.min(MAX_CODE_BYTES);
+        let block = &mut header[..size];
+        let tp = if self.copy_prefetched(addr, block) {
+            block.u64_at(self.layout().objects.ob_type)
+        } else {
+            self.objects.type_of(addr)?
+        };
         if let Some(code_type) = self.cache.code_type {
             return Ok(tp == code_type);
         }
@@ -540,7 +611,9 @@ impl<'a, M: MemoryReader + ?Sized> Walker<'a, M> {
                 l.code.size
             );
         };
-        self.mem().read(addr, block)?;
+        if !self.copy_prefetched(addr, block) {
+            self.mem().read(addr, block)?;
+        }
         let block = &*block;
         let fingerprint = CodeFingerprint {
             name: block.u64_at(l.code.qualname.unwrap_or(l.code.name)),

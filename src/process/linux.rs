@@ -52,6 +52,8 @@ pub struct LinuxProcess {
     /// instead of opened and closed each time. Bounded by [`MAX_TASK_FILES`]; a thread
     /// beyond it has its files opened per read, as do threads whose file failed.
     task_files: Mutex<HashMap<(i32, TaskFile), File>>,
+    /// The thread list the last pause ended with, for the next snapshot.
+    recent_threads: Mutex<Option<Vec<i32>>>,
 }
 
 /// Most task files kept open, well under the usual limit of 1,024 descriptors.
@@ -100,6 +102,7 @@ impl LinuxProcess {
             proc_dir,
             mem_task: AtomicI32::new(pid),
             task_files: Mutex::new(HashMap::new()),
+            recent_threads: Mutex::new(None),
         };
         // The state shown is the main thread's: a zombie there may still have live threads.
         let zombie = field("State:").is_some_and(|s| s.starts_with('Z') || s.starts_with('X'));
@@ -572,6 +575,39 @@ impl Drop for Paused {
 }
 
 impl MemoryReader for LinuxProcess {
+    fn read_batch(&self, requests: &mut [(u64, &mut [u8])]) -> usize {
+        // One process_vm_readv for all (at most IOV_MAX at a time); it stops at the first
+        // range it cannot read, and the bytes it returns tell how far it got.
+        const IOV_MAX: usize = 1024;
+        let task = Pid::from_raw(self.mem_task.load(Ordering::Relaxed));
+        let mut done = 0;
+        for group in requests.chunks_mut(IOV_MAX) {
+            let remote: Vec<RemoteIoVec> = group
+                .iter()
+                .map(|(addr, buf)| RemoteIoVec {
+                    base: *addr as usize,
+                    len: buf.len(),
+                })
+                .collect();
+            let lens: Vec<usize> = group.iter().map(|(_, buf)| buf.len()).collect();
+            let mut local: Vec<IoSliceMut> = group
+                .iter_mut()
+                .map(|(_, buf)| IoSliceMut::new(buf))
+                .collect();
+            let Ok(mut bytes) = process_vm_readv(task, &mut local, &remote) else {
+                return done;
+            };
+            for len in lens {
+                if bytes < len {
+                    return done;
+                }
+                bytes -= len;
+                done += 1;
+            }
+        }
+        done
+    }
+
     fn read(&self, addr: u64, buf: &mut [u8]) -> ReadResult<()> {
         let len = buf.len();
         if len == 0 {
@@ -745,6 +781,13 @@ impl Process for LinuxProcess {
         self.pause_from(None, &[])
     }
 
+    fn recent_threads(&self) -> Option<Vec<i32>> {
+        self.recent_threads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
     fn pause_listed(&self, tids: &[i32], skip: &[i32]) -> Result<Box<dyn PauseGuard>> {
         self.pause_from(Some(tids), skip)
     }
@@ -801,12 +844,20 @@ impl LinuxProcess {
         // Threads not yet stopped can start new ones while we attach, so list again until a
         // listing brings nothing new (bounded, in case something spawns threads endlessly).
         for _ in 0..8 {
-            let tids = match listed.take() {
-                Some(tids) => tids.to_vec(),
-                None => self.threads()?,
+            let (tids, fresh) = match listed.take() {
+                Some(tids) => (tids.to_vec(), false),
+                None => (self.threads()?, true),
             };
-            let new: Vec<i32> = tids.into_iter().filter(|t| seen.insert(*t)).collect();
+            let new: Vec<i32> = tids.iter().copied().filter(|t| seen.insert(*t)).collect();
             if new.is_empty() {
+                if fresh {
+                    // The listing that found nothing new is as fresh as any the next pass
+                    // could make: it starts from it (see `Process::recent_threads`).
+                    *self
+                        .recent_threads
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner()) = Some(tids);
+                }
                 break;
             }
             // The main thread is stopped first: once it is, it cannot start an `execve`

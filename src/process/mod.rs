@@ -119,6 +119,14 @@ pub trait Process: MemoryReader {
     /// looks stopped whatever it was doing.
     fn thread_activity(&self, tid: i32) -> Result<ThreadActivity>;
 
+    /// The thread list a pause just ended with, once (then `None` until the next pause):
+    /// a sampler that pauses every pass starts the next pass from it instead of listing
+    /// `/proc/PID/task` once more. A thread started since is found by the next pause,
+    /// which lists again.
+    fn recent_threads(&self) -> Option<Vec<i32>> {
+        None
+    }
+
     /// Whether a thread that *we* stopped was running or waiting when it stopped (its
     /// state letter then only says "stopped").
     fn paused_thread_activity(&self, tid: i32) -> Result<ThreadActivity> {
