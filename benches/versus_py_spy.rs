@@ -51,6 +51,9 @@ const GROUPS: &[(&str, &str)] = &[
 /// A profiler run that takes this much longer than asked is killed and counted as failed.
 const GRACE: Duration = Duration::from_secs(60);
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// A slowdown run that takes this many times the workload's time alone (plus 10 s) is
+/// stopped and counted at that time, a lower bound marked `≥` in the table.
+const SLOWDOWN_CAP: f64 = 25.0;
 
 fn main() {
     let started = Instant::now();
@@ -214,9 +217,9 @@ impl Config {
                 cpu100_secs: 5,
                 // py-spy takes HZ × SECS passes however long they take: at 10 kHz it
                 // needs about 7 s of wall time per second asked.
-                rate_secs: 2,
+                rate_secs: 1,
                 accuracy_secs: 4,
-                slowdown_alone: 2.0,
+                slowdown_alone: 1.5,
                 dumps_per_repeat: 10,
             }
         };
@@ -539,6 +542,17 @@ struct Running {
     lines: Receiver<(Instant, String)>,
     first_message: Option<Instant>,
     readers: Vec<JoinHandle<String>>,
+    reaped: bool,
+}
+
+impl Drop for Running {
+    /// A run abandoned on an error path is killed, not left behind.
+    fn drop(&mut self) {
+        if !self.reaped {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 /// Collects everything `pipe` delivers, passing each line on as it comes.
@@ -583,6 +597,7 @@ impl Running {
             lines,
             first_message: None,
             readers,
+            reaped: false,
         })
     }
 
@@ -641,6 +656,7 @@ impl Running {
         let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
         // SAFETY: valid pointers to data we own; the child has ended, so this returns at once.
         let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        self.reaped = rc == pid;
         if rc != pid {
             return Err(format!("wait4 {pid}: {}", std::io::Error::last_os_error()));
         }
@@ -872,6 +888,9 @@ struct Row {
     theirs: Vec<f64>,
     ours: Vec<f64>,
     failures: Vec<String>,
+    /// Tools with a run stopped at a cap and counted at the cap: their values are lower
+    /// bounds.
+    capped: Vec<String>,
 }
 
 impl Row {
@@ -883,6 +902,7 @@ impl Row {
             theirs: Vec::new(),
             ours: Vec::new(),
             failures: Vec::new(),
+            capped: Vec::new(),
         }
     }
 
@@ -896,6 +916,19 @@ impl Row {
     fn fail(&mut self, tool: &Tool, why: String) {
         eprintln!("    {}: FAILED: {why}", tool.name);
         self.failures.push(format!("{}: {why}", tool.name));
+    }
+
+    fn shown(&self, kind: Kind) -> String {
+        let (values, name) = match kind {
+            Kind::Theirs => (&self.theirs, "theirs"),
+            Kind::Ours => (&self.ours, "ours"),
+        };
+        let text = self.unit.show_spread(values);
+        if self.capped.iter().any(|c| c == name) {
+            format!("≥ {text}")
+        } else {
+            text
+        }
     }
 
     /// Ours / py-spy of the medians; for slowdowns, of the extra time.
@@ -941,8 +974,8 @@ fn render_table(python: &str, rows: &[Row], theirs_name: &str) -> String {
             out,
             "| {} | {} | {} | {ratio} | {} | {met} |",
             row.what,
-            row.unit.show_spread(&row.theirs),
-            row.unit.show_spread(&row.ours),
+            row.shown(Kind::Theirs),
+            row.shown(Kind::Ours),
             row.goal.describe(row.unit)
         );
     }
@@ -971,6 +1004,13 @@ struct Bench<'a> {
     python: &'a Path,
     work: &'a Workdir,
     rows: Vec<Row>,
+}
+
+/// How a CPU-mix run went: the seconds its work took, or the seconds after which it was
+/// stopped unfinished.
+enum Ran {
+    Done(f64),
+    Capped(f64),
 }
 
 /// One `record --pid` run on a spin target.
@@ -1168,51 +1208,85 @@ impl Bench<'_> {
             })
             .collect();
         eprintln!("-- slowdown: {units} units of work");
+        let mut alone = Vec::new();
         for repeat in 1..=self.config.repeats {
-            let alone = match self.cpumix(None, units) {
-                Ok(alone) => alone,
+            match self.cpumix(None, units) {
+                Ok(Ran::Done(seconds)) => {
+                    eprintln!("  #{repeat} alone {seconds:.3} s");
+                    alone.push(seconds);
+                }
+                Ok(Ran::Capped(_)) => {
+                    eprintln!("  #{repeat} alone: FAILED: never finished");
+                }
                 Err(e) => {
                     eprintln!("  #{repeat} alone: FAILED: {e}");
                     rows[0].failures.push(format!("#{repeat} alone: {e}"));
-                    continue;
                 }
-            };
-            eprintln!("  #{repeat} alone {alone:.3} s");
+            }
             for (row, &(hz, nonblocking)) in rows.iter_mut().zip(&modes) {
                 for tool in self.tools {
                     match self.cpumix(Some((tool, hz, nonblocking)), units) {
-                        Ok(with) => {
+                        Ok(Ran::Capped(at)) => {
                             eprintln!(
-                                "  #{repeat} {:<12} {hz}/s{} {with:.3} s = {:.3}×",
+                                "  #{repeat} {:<12} {hz}/s{} not done after {at:.0} s; stopped \
+                                 and counted as {at:.0} s",
                                 tool.name,
                                 if nonblocking { " nonblocking" } else { "" },
-                                with / alone
                             );
-                            row.push(tool, with / alone);
+                            row.push(tool, at);
+                            let name = match tool.kind {
+                                Kind::Theirs => "theirs",
+                                Kind::Ours => "ours",
+                            };
+                            row.capped.push(name.to_string());
+                        }
+                        Ok(Ran::Done(with)) => {
+                            eprintln!(
+                                "  #{repeat} {:<12} {hz}/s{} {with:.3} s",
+                                tool.name,
+                                if nonblocking { " nonblocking" } else { "" },
+                            );
+                            row.push(tool, with);
                         }
                         Err(e) => row.fail(tool, format!("#{repeat}: {e}")),
                     }
                 }
             }
         }
+        // Against the median of every "alone" run: one run slowed by other work on the
+        // machine would otherwise skew all the runs of its repeat.
+        let Some(alone) = spread(&alone) else {
+            self.rows.extend(rows);
+            return;
+        };
+        eprintln!("  alone: median {:.3} s", alone.median);
+        for row in &mut rows {
+            for value in row.theirs.iter_mut().chain(row.ours.iter_mut()) {
+                *value /= alone.median;
+            }
+        }
         self.rows.extend(rows);
     }
 
-    /// How many units of work take `slowdown_alone` seconds (the second of two tries, so
-    /// the first warms the page cache).
+    /// How many units of work take `slowdown_alone` seconds: a short try for a first
+    /// guess, then a quarter of the goal to refine it, as a try of a tenth of a second is
+    /// easily thrown off by the start-up of other work on the machine.
     fn calibrate(&self) -> Result<u64, String> {
-        let trial = 2000;
-        let mut seconds = 0.0;
-        for _ in 0..2 {
-            seconds = self.cpumix(None, trial)?;
+        let goal = self.config.durations.slowdown_alone;
+        let mut units = 2000u64;
+        for fraction in [0.25, 1.0] {
+            let seconds = match self.cpumix(None, units)? {
+                Ran::Done(seconds) => seconds.max(1e-3),
+                Ran::Capped(_) => return Err("the workload never finished".into()),
+            };
+            units = ((units as f64 * goal * fraction / seconds).ceil() as u64).max(1);
         }
-        let units = (trial as f64 * self.config.durations.slowdown_alone / seconds).ceil();
-        Ok(units.max(1.0) as u64)
+        Ok(units)
     }
 
     /// Runs the CPU-mix workload once, with a profiler attached first if asked, and
     /// returns the wall seconds the work took.
-    fn cpumix(&self, profiler: Option<(&Tool, u32, bool)>, units: u64) -> Result<f64, String> {
+    fn cpumix(&self, profiler: Option<(&Tool, u32, bool)>, units: u64) -> Result<Ran, String> {
         let mut target = Target::start(self.python, &workload("cpumix.py"), &[units.to_string()])?;
         let running = match profiler {
             Some((tool, hz, nonblocking)) => {
@@ -1235,8 +1309,13 @@ impl Bench<'_> {
             None => None,
         };
         target.go()?;
-        let limit = Duration::from_secs_f64(self.config.durations.slowdown_alone * 20.0) + GRACE;
-        let seconds = target.number(limit)?;
+        // py-spy 0.4.3 at 10 kHz blocking can starve the target almost completely; such a
+        // run is cut short and reported rather than waited for.
+        let cap = SLOWDOWN_CAP * self.config.durations.slowdown_alone;
+        let limit = Duration::from_secs_f64(cap + 10.0);
+        let Ok(seconds) = target.number(limit) else {
+            return Ok(Ran::Capped(limit.as_secs_f64()));
+        };
         if let Some(running) = running {
             // It stops by itself once the workload has exited.
             let finished = running.finish(GRACE)?;
@@ -1244,7 +1323,7 @@ impl Bench<'_> {
                 return Err(failure);
             }
         }
-        Ok(seconds)
+        Ok(Ran::Done(seconds))
     }
 
     fn dump(&mut self) {
