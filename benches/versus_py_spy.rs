@@ -206,7 +206,7 @@ impl Config {
             Durations {
                 cpu10_secs: 2,
                 cpu100_secs: 2,
-                rate_secs: 2,
+                rate_secs: 1,
                 accuracy_secs: 2,
                 slowdown_alone: 1.0,
                 dumps_per_repeat: 5,
