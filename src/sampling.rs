@@ -14,14 +14,29 @@ use crate::targets::{Change, Event, Target, Targets};
 /// Opens process `pid` and finds its interpreter. When it is not Python but a descendant
 /// is (a shell script or a wrapper that started python), the error names that process.
 pub fn attach(pid: i32) -> anyhow::Result<Sampler<LinuxProcess>> {
-    LinuxProcess::open(pid)
-        .and_then(Sampler::new)
-        .map_err(|mut err| {
-            if let Some(not_python) = err.downcast_mut::<NotPython>() {
-                not_python.python_descendant = python_descendant(pid);
-            }
-            err
-        })
+    let process = LinuxProcess::open(pid)?;
+    Sampler::new(process).map_err(|mut err| {
+        // A process that exits while we read its maps and binaries fails in whatever
+        // step met it first ("… is not mapped", a short read); the cause is the exit.
+        if !is_process_gone(&err) && has_exited(pid) {
+            return anyhow::anyhow!("process {pid} exited while py-spy was attaching");
+        }
+        if let Some(not_python) = err.downcast_mut::<NotPython>() {
+            not_python.python_descendant = python_descendant(pid);
+        }
+        err
+    })
+}
+
+/// Whether process `pid` is gone or a zombie (its `/proc/PID/stat` state is `Z` or `X`).
+fn has_exited(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|end| stat[end + 1..].trim_start().chars().next())
+            .is_none_or(|state| matches!(state, 'Z' | 'X')),
+        Err(_) => true,
+    }
 }
 
 /// Stops and resumes the process once when sampling will pause it, so that a process that
