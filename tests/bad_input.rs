@@ -241,13 +241,14 @@ impl Fixtures {
         let deadline = Instant::now() + Duration::from_secs(20);
         let ready = |f: &Fixtures| {
             common::process_state(f.zombie.pid()) == Some('Z')
-                && maps_contain(f.sleep.pid(), "sleep")
-                && maps_contain(f.shell.pid(), "bash")
-                && maps_contain(f.python.pid(), "libpython3.12")
+                && common::maps_contain(f.sleep.pid(), "sleep")
+                && common::maps_contain(f.shell.pid(), "bash")
+                && common::maps_contain(f.python.pid(), "libpython3.12")
                 && f.wrapped()
-                    .is_some_and(|p| maps_contain(p, "libpython3.12"))
-                && f.traced()
-                    .is_some_and(|p| maps_contain(p, "libpython3.12") && tracer_pid(p) != 0)
+                    .is_some_and(|p| common::maps_contain(p, "libpython3.12"))
+                && f.traced().is_some_and(|p| {
+                    common::maps_contain(p, "libpython3.12") && common::tracer_pid(p) != 0
+                })
         };
         while !ready(&fixtures) {
             assert!(Instant::now() < deadline, "fixtures did not start");
@@ -260,36 +261,13 @@ impl Fixtures {
 
     /// The Python process the wrapper shell started.
     fn wrapped(&self) -> Option<u32> {
-        first_child(self.wrapper.pid())
+        common::first_child(self.wrapper.pid())
     }
 
     /// The Python process strace started and traces.
     fn traced(&self) -> Option<u32> {
-        first_child(self.tracer.pid())
+        common::first_child(self.tracer.pid())
     }
-}
-
-/// `TracerPid` of process `pid` (0: none, or unreadable).
-fn tracer_pid(pid: u32) -> u32 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("TracerPid:"))
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-/// The first child of process `pid`.
-fn first_child(pid: u32) -> Option<u32> {
-    fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
 }
 
 impl Fixtures {
@@ -374,10 +352,6 @@ fn is_kernel_thread(pid: u32) -> bool {
             .and_then(|f| f.parse::<u64>().ok())
             .is_some_and(|flags| flags & 0x0020_0000 != 0)
     })
-}
-
-fn maps_contain(pid: u32, needle: &str) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|m| m.contains(needle))
 }
 
 fn assert_no_panic(run: &Run) {

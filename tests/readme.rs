@@ -210,27 +210,6 @@ fn spawn(program: &str, args: &[&str]) -> ChildGuard {
     )
 }
 
-fn first_child(pid: u32) -> Option<u32> {
-    fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
-fn maps_contain(pid: u32, needle: &str) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|maps| maps.contains(needle))
-}
-
-fn traced(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|status| {
-        status
-            .lines()
-            .any(|l| l.starts_with("TracerPid:") && l.split_whitespace().nth(1) != Some("0"))
-    })
-}
-
 fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !ready() {
@@ -295,16 +274,18 @@ fn troubleshooting_lines_are_what_py_spy_prints() {
     );
     let tracer = spawn("strace", &["-o", "/dev/null", TARGET_PYTHON, "-c", sleeper]);
     wait_until("the targets", || {
-        maps_contain(python.pid(), "libpython3.12")
-            && maps_contain(shell.pid(), "bash")
-            && first_child(wrapper.pid()).is_some_and(|p| maps_contain(p, "libpython3.12"))
-            && first_child(tracer.pid())
-                .is_some_and(|p| maps_contain(p, "libpython3.12") && traced(p))
+        common::maps_contain(python.pid(), "libpython3.12")
+            && common::maps_contain(shell.pid(), "bash")
+            && common::first_child(wrapper.pid())
+                .is_some_and(|p| common::maps_contain(p, "libpython3.12"))
+            && common::first_child(tracer.pid()).is_some_and(|p| {
+                common::maps_contain(p, "libpython3.12") && common::tracer_pid(p) != 0
+            })
     });
     // Give the interpreters time to finish starting.
     std::thread::sleep(Duration::from_millis(300));
-    let wrapped = first_child(wrapper.pid()).unwrap();
-    let traced_python = first_child(tracer.pid()).unwrap();
+    let wrapped = common::first_child(wrapper.pid()).unwrap();
+    let traced_python = common::first_child(tracer.pid()).unwrap();
     let _grandchildren = KillOnDrop(vec![wrapped, traced_python]);
     let unused = common::unused_pid();
     let pid = |p: u32| p.to_string();

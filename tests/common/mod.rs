@@ -885,6 +885,34 @@ pub fn marker_line(script: &str, marker: &str) -> u32 {
     hits[0]
 }
 
+/// The first child of process `pid` (from `/proc/PID/task/PID/children`).
+pub fn first_child(pid: u32) -> Option<u32> {
+    fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Whether process `pid` maps a file whose path contains `needle`.
+pub fn maps_contain(pid: u32, needle: &str) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|m| m.contains(needle))
+}
+
+/// `TracerPid` of process `pid` (0: none, or unreadable).
+pub fn tracer_pid(pid: u32) -> u32 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("TracerPid:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::short_filename;
