@@ -31,6 +31,7 @@ pub fn run(options: DumpOptions, out: &mut dyn Write) -> Result<()> {
         nonblocking: options.nonblocking,
         thread_names: true,
         skip_idle: false,
+        hold: false,
     })?;
     let interpreter = sampler.interpreter();
     let info = ProcessInfo {

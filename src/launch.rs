@@ -133,6 +133,10 @@ impl Launched {
         if self.exit.is_some() {
             return self.exit;
         }
+        if let Some(status) = crate::process::held_child_exit(self.pid) {
+            self.exit = status.and_then(Exit::from_wait_status);
+            return self.exit;
+        }
         let mut status: libc::c_int = 0;
         // SAFETY: plain system call with a valid pointer to a local.
         let r = unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) };

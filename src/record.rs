@@ -119,6 +119,10 @@ pub fn run(options: RecordOptions) -> Result<u8> {
         // wait for it, so that the summary and our exit code say how it ended.
         ending = Ending::Exited(exit_soon(child));
     }
+    // Sampling is over: let the processes go (held threads wait for us at every signal)
+    // before the output, which can take a while.
+    let root = targets.root();
+    drop(targets);
     let elapsed = recording.elapsed();
     let profile = recording.finish(elapsed);
     let stats = recording.stats;
@@ -126,14 +130,7 @@ pub fn run(options: RecordOptions) -> Result<u8> {
     let path = output.path().to_path_buf();
     // The file's own errors already name the path.
     output.commit(|w| output::write_profile(options.format, &profile, w))?;
-    stats.report(
-        &path,
-        samples,
-        options.rate,
-        elapsed,
-        &ending,
-        targets.root(),
-    );
+    stats.report(&path, samples, options.rate, elapsed, &ending, root);
 
     match launched {
         Some(mut child) => {
@@ -382,6 +379,7 @@ impl<'o> Recording<'o> {
                 nonblocking: self.options.nonblocking,
                 thread_names: self.options.threads || self.options.format.needs_timeline(),
                 skip_idle: !self.options.idle && !self.options.gil,
+                hold: true,
             };
             let mut errors = 0;
             let change = sample_all(

@@ -36,6 +36,9 @@ pub struct SnapshotOptions {
     /// layout gives each thread state its OS thread id (3.11+), so that the threads can be
     /// told apart before their stacks are read.
     pub skip_idle: bool,
+    /// Keep the threads attached between snapshots (see [`Process::keep_attached`]): for
+    /// callers that take many, on one thread, sleeping with [`crate::process::sleep`].
+    pub hold: bool,
 }
 
 /// One thread at the moment of the snapshot.
@@ -124,14 +127,13 @@ impl<P: Process> Sampler<P> {
             .collect();
         let skip_idle =
             options.skip_idle && self.interpreter.layout.thread.native_thread_id.is_some();
-        // The main thread is always stopped: stopped, it cannot exec while we hold the
-        // others (see `Process::pause`).
-        let pid = self.process.pid();
+        // (A pause that attaches stops the main thread even when it is listed here; see
+        // `Process::pause_listed`. It is still not walked.)
         let skipped: Vec<i32> = if skip_idle {
             os_tids
                 .iter()
                 .copied()
-                .filter(|t| *t != pid && activity.get(t) == Some(&ThreadActivity::Idle))
+                .filter(|t| activity.get(t) == Some(&ThreadActivity::Idle))
                 .collect()
         } else {
             Vec::new()
@@ -139,6 +141,9 @@ impl<P: Process> Sampler<P> {
         let _pause = if options.nonblocking {
             None
         } else {
+            if options.hold {
+                self.process.keep_attached();
+            }
             let pause = self
                 .process
                 .pause_listed(&os_tids, &skipped)

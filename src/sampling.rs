@@ -28,15 +28,43 @@ pub fn attach(pid: i32) -> anyhow::Result<Sampler<LinuxProcess>> {
     })
 }
 
-/// Whether process `pid` is gone or a zombie (its `/proc/PID/stat` state is `Z` or `X`).
+/// Whether process `pid` is gone, a zombie (its `/proc/PID/stat` state is `Z` or `X`), or
+/// on its way there: every thread has `PF_EXITING` set. (An exiting process loses its
+/// memory map before it turns zombie, so its binaries stop being mapped a moment before
+/// its state says it exited.)
 fn has_exited(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rfind(')')
-            .and_then(|end| stat[end + 1..].trim_start().chars().next())
-            .is_none_or(|state| matches!(state, 'Z' | 'X')),
-        Err(_) => true,
+    /// `PF_EXITING` in the flags field of `/proc/PID/task/TID/stat`.
+    const PF_EXITING: u64 = 0x4;
+    // The fields after the command name, which may itself hold spaces or parentheses.
+    let fields = |stat: &str| -> Vec<String> {
+        stat.rsplit_once(')')
+            .map_or("", |(_, rest)| rest)
+            .split_whitespace()
+            .take(7)
+            .map(str::to_owned)
+            .collect()
+    };
+    let main = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => fields(&stat),
+        Err(_) => return true,
+    };
+    if main
+        .first()
+        .is_none_or(|state| matches!(state.as_str(), "Z" | "X"))
+    {
+        return true;
     }
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return true;
+    };
+    tasks.filter_map(Result::ok).all(|task| {
+        std::fs::read_to_string(task.path().join("stat")).map_or(true, |stat| {
+            fields(&stat)
+                .get(6)
+                .and_then(|flags| flags.parse::<u64>().ok())
+                .is_some_and(|flags| flags & PF_EXITING != 0)
+        })
+    })
 }
 
 /// Stops and resumes the process once when sampling will pause it, so that a process that

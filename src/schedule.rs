@@ -113,7 +113,8 @@ impl Schedule {
             if let Some(end) = self.end {
                 until = until.min(end);
             }
-            std::thread::sleep((until - now).min(MAX_SLEEP));
+            // Held threads' signals and exits are handled while we sleep.
+            crate::process::sleep((until - now).min(MAX_SLEEP));
         }
         let now = Instant::now();
         if now - self.next_deadline > self.period {

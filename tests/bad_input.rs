@@ -479,7 +479,12 @@ fn a_process_that_exits_between_attach_and_first_sample() {
     let mut outcomes = [(0, 0), (0, 0)];
     let dir = std::env::temp_dir().join(format!("py-spy-exits-{}", std::process::id()));
     fs::create_dir_all(&dir).unwrap();
-    for i in 0..60 {
+    // About one run in twenty meets the exit: go on past 60 runs until a few have (at most
+    // 240), so that the test always exercises the race it is about.
+    for i in 0..240 {
+        if i >= 60 && outcomes[0].1 + outcomes[1].1 >= 3 {
+            break;
+        }
         let lifetime_ms = (i * 7) % 60;
         let child = Command::new(PYENV_PYTHON)
             .args([

@@ -119,6 +119,9 @@ enum Check {
     /// Told to stop (its stop file), the workers target finishes its work: exit status 0
     /// and its `DONE` line.
     Finishes,
+    /// The `signals` target's result: each of its SIGUSR1s was handled, within 0.5 s, and
+    /// its SIGSTOP stopped it until the SIGCONT 0.3 s later (between 0.25 and 3 s).
+    Signals,
 }
 
 /// One fault.
@@ -397,6 +400,30 @@ const ROWS: &[Row] = &[
         only: None,
     },
     Row {
+        name: "signals_launch",
+        fault: "the program gets 200 signals, stops itself and is continued",
+        script: "faults.py",
+        args: &["signals", "{ready}", "{result}", "3"],
+        mode: Launch,
+        py_spy: &["-r", "2000"],
+        action: Nothing,
+        checks: &[Exit(0), Output, Hot("signal_spin"), NoErrors, Signals],
+        repeat: 1,
+        only: None,
+    },
+    Row {
+        name: "signals_attach",
+        fault: "the target gets 200 signals, stops itself and is continued",
+        script: "faults.py",
+        args: &["signals", "{ready}", "{result}", "3"],
+        mode: Attach,
+        py_spy: &["-r", "2000"],
+        action: Nothing,
+        checks: &[Exit(0), Output, Hot("signal_spin"), NoErrors, Signals],
+        repeat: 1,
+        only: None,
+    },
+    Row {
         // Several runs at a high rate: an exec while py-spy held the other threads
         // deadlocked py-spy and the target in about one run in five.
         name: "exec_attach",
@@ -467,7 +494,8 @@ macro_rules! all_rows {
         row_tests!($label;
             exit_attach, exit_launch_0, exit_launch_3, kill_target_attach, killed_launch,
             terminated_launch, sigint_attach, sigterm_attach, sigterm_launch, thread_churn,
-            threads_1000, threads_1000_nonblocking, recursion_10000, exec_attach, exec_launch,
+            threads_1000, threads_1000_nonblocking, recursion_10000, signals_launch,
+            signals_attach, exec_attach, exec_launch,
         );
     };
 }
@@ -1014,6 +1042,31 @@ fn check_after(check: Check, row: &Row, started: &mut Started, run: Option<&Run>
                 errors.push(e);
             }
         }
+        Signals => match started.wd.read_json("result.json") {
+            Ok(result) => {
+                let value = |key: &str| result[key].as_f64().unwrap_or(f64::NAN);
+                let (lost, max_wait, stopped) =
+                    (value("lost"), value("max_wait"), value("stopped"));
+                println!(
+                    "{}: {} SIGUSR1s handled of {}, {lost} lost, each within {:.1} ms; \
+                     stopped {stopped:.3} s",
+                    row.name,
+                    result["handled"],
+                    result["signals"],
+                    max_wait * 1e3
+                );
+                if lost != 0.0 || result["handled"] != result["signals"] {
+                    errors.push(format!("signals were lost: {result}"));
+                }
+                if max_wait.is_nan() || max_wait > 0.5 {
+                    errors.push(format!("a signal was held up: {result}"));
+                }
+                if !(0.25..=3.0).contains(&stopped) {
+                    errors.push(format!("SIGSTOP/SIGCONT went wrong: {result}"));
+                }
+            }
+            Err(e) => errors.push(e),
+        },
         Churn(min) => {
             let (status, output) = stop_target(row.script, started);
             if status != Some(0) {

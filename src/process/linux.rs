@@ -1,16 +1,17 @@
 //! Linux implementation of [`super::Process`].
 //!
 //! Everything comes from `/proc/PID` and three system calls: `process_vm_readv` for memory,
-//! and `ptrace` (seize, interrupt, detach) plus `waitpid` to pause the target. Nothing here
+//! and `ptrace` (seize, interrupt, detach) plus `waitpid` to pause the target: per pause,
+//! or once for a sampler that keeps the threads attached (`super::tracer`). Nothing here
 //! needs the target's cooperation, and nothing survives us: if the profiler dies while the
-//! target is paused, the kernel detaches and the target resumes.
+//! target is paused or held, the kernel detaches and the target resumes.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::c_void;
 use std::fs::{self, File};
 use std::io::{self, IoSliceMut};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Mutex;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -19,6 +20,7 @@ use nix::sys::ptrace;
 use nix::sys::uio::{process_vm_readv, RemoteIoVec};
 use nix::unistd::Pid;
 
+use super::tracer;
 use super::{AlreadyTraced, MapRange, PauseGuard, PermissionDenied, Process, ThreadActivity};
 use crate::memory::{MemoryReader, ReadError, ReadErrorKind, ReadResult};
 
@@ -54,6 +56,11 @@ pub struct LinuxProcess {
     task_files: Mutex<HashMap<(i32, TaskFile), File>>,
     /// The thread list the last pause ended with, for the next snapshot.
     recent_threads: Mutex<Option<Vec<i32>>>,
+    /// Threads stay seized between pauses (see [`Process::keep_attached`] and `tracer`).
+    held: AtomicBool,
+    /// Held, and every thread was seized by a pause that listed until nothing was new:
+    /// from then on the kernel hands us each new thread (`PTRACE_O_TRACECLONE`).
+    established: AtomicBool,
 }
 
 /// Most task files kept open, well under the usual limit of 1,024 descriptors.
@@ -103,6 +110,8 @@ impl LinuxProcess {
             mem_task: AtomicI32::new(pid),
             task_files: Mutex::new(HashMap::new()),
             recent_threads: Mutex::new(None),
+            held: AtomicBool::new(false),
+            established: AtomicBool::new(false),
         };
         // The state shown is the main thread's: a zombie there may still have live threads.
         let zombie = field("State:").is_some_and(|s| s.starts_with('Z') || s.starts_with('X'));
@@ -179,43 +188,10 @@ impl LinuxProcess {
         // PTRACE_O_TRACEEXEC: a thread that execs while we hold it stops when the exec is
         // done. Without it the stop we ask for can be lost in the exec: the new program ran
         // on, traced, and the pause waited until it exited (a `sleep 3` made a 3 s pause).
-        match ptrace::seize(pid, ptrace::Options::PTRACE_O_TRACEEXEC) {
-            Ok(()) => {}
-            // The thread exited between listing and attaching: nothing to stop.
-            Err(Errno::ESRCH) => return Ok(()),
-            // The kernel also answers EPERM for a thread that already exited (a zombie
-            // thread, e.g. a main thread that returned while others run): skip it rather
-            // than report a permission problem.
-            Err(Errno::EPERM) if !self.thread_alive(tid) => return Ok(()),
-            // A debugger (gdb, strace, another profiler) already holds the thread: this is
-            // not about privileges, and the fix is different, so say who holds it.
-            Err(Errno::EPERM) if self.tracer_of(tid).is_some() => {
-                let tracer = self.tracer_of(tid).unwrap_or_default();
-                let name = fs::read_to_string(format!("/proc/{tracer}/comm"))
-                    .map(|comm| format!(" ({})", comm.trim_end()))
-                    .unwrap_or_default();
-                return Err(AlreadyTraced(format!(
-                    "process {} is already traced by process {tracer}{name}, and a process \
-                     can have only one tracer (hint: detach the other tracer, or pass \
-                     --nonblocking to read without stopping the process)",
-                    self.pid
-                ))
-                .into());
-            }
-            Err(e @ (Errno::EPERM | Errno::EACCES)) => {
-                return Err(
-                    anyhow::Error::new(io::Error::from(e)).context(PermissionDenied(format!(
-                        "cannot attach to thread {tid} of process {} with ptrace: permission \
-                         denied (ptrace restrictions or missing CAP_SYS_PTRACE, or another \
-                         debugger is already attached)",
-                        self.pid
-                    ))),
-                );
-            }
-            Err(e) => {
-                return Err(io::Error::from(e))
-                    .with_context(|| format!("ptrace seize of thread {tid}"));
-            }
+        if !self.seize(tid, || {
+            ptrace::seize(pid, ptrace::Options::PTRACE_O_TRACEEXEC)
+        })? {
+            return Ok(());
         }
         guard.add(tid);
         match ptrace::interrupt(pid) {
@@ -227,6 +203,45 @@ impl LinuxProcess {
             }
             Err(e) => {
                 Err(io::Error::from(e)).with_context(|| format!("ptrace interrupt of thread {tid}"))
+            }
+        }
+    }
+
+    /// Seizes thread `tid` with `seize`, turning its failure into the error a user can act
+    /// on. False if the thread is gone (nothing to stop).
+    fn seize(&self, tid: i32, seize: impl FnOnce() -> nix::Result<()>) -> Result<bool> {
+        match seize() {
+            Ok(()) => Ok(true),
+            // The thread exited between listing and attaching: nothing to stop.
+            Err(Errno::ESRCH) => Ok(false),
+            // The kernel also answers EPERM for a thread that already exited (a zombie
+            // thread, e.g. a main thread that returned while others run): skip it rather
+            // than report a permission problem.
+            Err(Errno::EPERM) if !self.thread_alive(tid) => Ok(false),
+            // A debugger (gdb, strace, another profiler) already holds the thread: this is
+            // not about privileges, and the fix is different, so say who holds it.
+            Err(Errno::EPERM) if self.tracer_of(tid).is_some() => {
+                let tracer = self.tracer_of(tid).unwrap_or_default();
+                let name = fs::read_to_string(format!("/proc/{tracer}/comm"))
+                    .map(|comm| format!(" ({})", comm.trim_end()))
+                    .unwrap_or_default();
+                Err(AlreadyTraced(format!(
+                    "process {} is already traced by process {tracer}{name}, and a process \
+                     can have only one tracer (hint: detach the other tracer, or pass \
+                     --nonblocking to read without stopping the process)",
+                    self.pid
+                ))
+                .into())
+            }
+            Err(e @ (Errno::EPERM | Errno::EACCES)) => Err(anyhow::Error::new(io::Error::from(e))
+                .context(PermissionDenied(format!(
+                    "cannot attach to thread {tid} of process {} with ptrace: permission denied \
+                 (ptrace restrictions or missing CAP_SYS_PTRACE, or another debugger is \
+                 already attached)",
+                    self.pid
+                )))),
+            Err(e) => {
+                Err(io::Error::from(e)).with_context(|| format!("ptrace seize of thread {tid}"))
             }
         }
     }
@@ -477,6 +492,8 @@ impl Paused {
                 t.state = StopState::Stopped;
             }
             Some(_) => {}
+            // A thread another sampler of ours holds between its passes.
+            None if tracer::is_held(who) => tracer::report(who, status),
             // Not one of this pause's threads: a child of ours that ended (a launched
             // program, while one of its descendants was being paused), or a tracee that
             // is not ours to keep: release it.
@@ -493,7 +510,7 @@ impl Paused {
 /// `Some((0, 0))` when WNOHANG found none, `None` when `who` is no tracee or child of
 /// ours (ECHILD). __WNOTHREAD: only this thread's tracees and children, not those of
 /// other threads of ours.
-fn wait_status(who: i32, flags: libc::c_int) -> Result<Option<(i32, libc::c_int)>> {
+pub(super) fn wait_status(who: i32, flags: libc::c_int) -> Result<Option<(i32, libc::c_int)>> {
     loop {
         let mut status: libc::c_int = 0;
         // SAFETY: plain system call with a valid pointer to a local.
@@ -510,7 +527,7 @@ fn wait_status(who: i32, flags: libc::c_int) -> Result<Option<(i32, libc::c_int)
     }
 }
 
-fn stash_exit(pid: i32, status: libc::c_int) {
+pub(super) fn stash_exit(pid: i32, status: libc::c_int) {
     REAPED
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -519,7 +536,7 @@ fn stash_exit(pid: i32, status: libc::c_int) {
 
 /// Detaches a stopped tracee, delivering `signal` (0 for none). False if it was not
 /// attached and stopped any more (killed, or gone).
-fn detach(tid: i32, signal: i32) -> bool {
+pub(super) fn detach(tid: i32, signal: i32) -> bool {
     // SAFETY: PTRACE_DETACH takes no pointers; the signal travels in `data`.
     let r = unsafe {
         libc::ptrace(
@@ -570,6 +587,28 @@ impl Drop for Paused {
         }
         if killed {
             let _ = self.wait_pending();
+        }
+    }
+}
+
+/// Keeps a held process's threads stopped for one pass; resumes them on drop.
+#[derive(Debug)]
+struct HeldPause {
+    pid: i32,
+}
+
+impl PauseGuard for HeldPause {}
+
+impl Drop for HeldPause {
+    fn drop(&mut self) {
+        tracer::resume(self.pid);
+    }
+}
+
+impl Drop for LinuxProcess {
+    fn drop(&mut self) {
+        if self.held.load(Ordering::Relaxed) {
+            tracer::unhold(self.pid);
         }
     }
 }
@@ -781,7 +820,16 @@ impl Process for LinuxProcess {
         self.pause_from(None, &[])
     }
 
+    fn keep_attached(&self) {
+        if !self.held.swap(true, Ordering::Relaxed) {
+            tracer::hold(self.pid);
+        }
+    }
+
     fn recent_threads(&self) -> Option<Vec<i32>> {
+        if self.established.load(Ordering::Relaxed) {
+            return Some(tracer::threads(self.pid));
+        }
         self.recent_threads
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -836,6 +884,9 @@ impl LinuxProcess {
     /// Stops every thread but those in `skip`, starting with the `listed` ones if the
     /// caller has a fresh list.
     fn pause_from(&self, mut listed: Option<&[i32]>, skip: &[i32]) -> Result<Box<dyn PauseGuard>> {
+        if self.held.load(Ordering::Relaxed) {
+            return self.pause_held(listed, skip);
+        }
         // The guard exists before the first attach, so an early return detaches whatever
         // was attached so far.
         let mut guard = Paused::new(self.pid);
@@ -886,6 +937,71 @@ impl LinuxProcess {
 }
 
 impl LinuxProcess {
+    /// [`Self::pause_from`] for a held process: the threads stay seized, so a pause is an
+    /// interrupt per thread, and the guard lets them go with `PTRACE_CONT`.
+    fn pause_held(&self, listed: Option<&[i32]>, skip: &[i32]) -> Result<Box<dyn PauseGuard>> {
+        // Exists before the first interrupt, so that an early return resumes what stopped.
+        let guard = HeldPause { pid: self.pid };
+        if self.established.load(Ordering::Relaxed) {
+            let tids = match listed {
+                Some(tids) => tids.to_vec(),
+                None => tracer::threads(self.pid),
+            };
+            // Nothing is attached any more, so the main thread need not be stopped when
+            // idle: an exec it makes while we hold others stopped waits until we reap the
+            // threads it kills, which the wait below and `tracer::sleep` do.
+            for tid in tids.into_iter().filter(|t| !skip.contains(t)) {
+                tracer::interrupt(tid);
+            }
+            tracer::wait_pending()?;
+            if tracer::threads(self.pid).is_empty() {
+                bail!("process {} has exited (no thread left to pause)", self.pid);
+            }
+        } else {
+            self.establish(listed, skip)?;
+            if !tracer::any_stopped(self.pid) {
+                bail!("process {} has exited (no thread left to pause)", self.pid);
+            }
+        }
+        Ok(Box::new(guard))
+    }
+
+    /// The first held pause: seizes every thread, the skipped ones too (they are left
+    /// running), listing again until a listing brings nothing new, since threads not yet
+    /// seized can start new ones that nobody would hand us. The main thread is seized and
+    /// stopped first, for the reason [`Self::pause_from`] gives.
+    fn establish(&self, mut listed: Option<&[i32]>, skip: &[i32]) -> Result<()> {
+        let mut seen: HashSet<i32> = HashSet::new();
+        for _ in 0..8 {
+            let tids = match listed.take() {
+                Some(tids) => tids.to_vec(),
+                None => self.threads()?,
+            };
+            let new: Vec<i32> = tids.iter().copied().filter(|t| seen.insert(*t)).collect();
+            if new.is_empty() {
+                self.established.store(true, Ordering::Relaxed);
+                return Ok(());
+            }
+            let seize = |tid: i32| -> Result<()> {
+                let stop = tid == self.pid || !skip.contains(&tid);
+                if self.seize(tid, || tracer::seize(self.pid, tid))? && stop {
+                    tracer::interrupt(tid);
+                }
+                Ok(())
+            };
+            if new.contains(&self.pid) {
+                seize(self.pid)?;
+                tracer::wait_pending()?;
+            }
+            for tid in new.into_iter().filter(|&t| t != self.pid) {
+                seize(tid)?;
+            }
+            tracer::wait_pending()?;
+        }
+        // Something starts threads endlessly: the next pause lists again.
+        Ok(())
+    }
+
     /// Where the file a mapping shows as `path` may be found from here, most likely first,
     /// for when map_files is not available.
     ///

@@ -14,7 +14,11 @@ use crate::memory::MemoryReader;
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
+mod tracer;
+#[cfg(target_os = "linux")]
 pub use linux::{take_reaped_status, LinuxProcess};
+#[cfg(target_os = "linux")]
+pub use tracer::{held_child_exit, sleep};
 
 /// Marks an error as the OS refusing us access to the target (ptrace not permitted,
 /// `/proc/PID` files unreadable). Platform code attaches it to the error chain so that the
@@ -133,13 +137,22 @@ pub trait Process: MemoryReader {
         self.thread_activity(tid)
     }
 
+    /// From now on, keep the threads attached between pauses, for a caller that pauses many
+    /// times a second: a pause then costs a fraction (Linux: see `tracer`). The caller must
+    /// then sleep with [`sleep`], pause and drop the process on one thread; dropping it
+    /// lets the threads go.
+    fn keep_attached(&self) {}
+
     /// Stops every thread for a consistent snapshot. The guard resumes them on drop, on every
     /// path out (error, panic); if the profiler dies, the kernel detaches and they resume.
     fn pause(&self) -> Result<Box<dyn PauseGuard>>;
 
     /// [`Process::pause`] for a caller that has just listed the threads (`tids`, from
     /// [`Process::threads`]): spares listing them again before the first attach. The
-    /// threads in `skip` (ones the caller will not read) are left running.
+    /// threads in `skip` (ones the caller will not read) are left running, except the main
+    /// thread when the pause attaches: stopped, it cannot start an `execve` while we attach
+    /// to the others (an exec waits for us to reap the threads it kills, and an attach
+    /// waits for an exec under way).
     fn pause_listed(&self, tids: &[i32], skip: &[i32]) -> Result<Box<dyn PauseGuard>> {
         let _ = (tids, skip);
         self.pause()

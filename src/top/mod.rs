@@ -128,12 +128,16 @@ pub fn run(options: TopOptions) -> Result<u8> {
             None,
         ),
     };
+    // Sampling is over: let the processes go (held threads wait for us at every signal)
+    // before waiting for a key.
+    let root = targets.root();
+    drop(targets);
     if let Some(mut screen) = screen {
         if let Ending::Exited(_) | Ending::Exec = ending {
             // Keep the last view until a key (or a stop signal).
             session.header.status = Some(format!(
                 "{}; press any key to quit",
-                describe(&ending, targets.root())
+                describe(&ending, root)
             ));
             session.draw(Some(&mut screen))?;
             loop {
@@ -149,11 +153,11 @@ pub fn run(options: TopOptions) -> Result<u8> {
         }
         drop(screen);
     } else if matches!(ending, Ending::Exited(_) | Ending::Exec) {
-        session.header.status = Some(describe(&ending, targets.root()));
+        session.header.status = Some(describe(&ending, root));
         session.draw(None)?;
     }
     if matches!(ending, Ending::Exited(_) | Ending::Exec) {
-        crate::note!("py-spy: {}", describe(&ending, targets.root()));
+        crate::note!("py-spy: {}", describe(&ending, root));
     }
 
     let Some(mut child) = launched else {
@@ -477,6 +481,7 @@ impl<'o> Session<'o> {
             nonblocking: self.options.nonblocking,
             thread_names: false,
             skip_idle: !self.options.idle && !self.options.gil,
+            hold: true,
         };
         let mut errors = 0;
         let started = Instant::now();

@@ -40,6 +40,7 @@ import json
 import os
 import platform
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -283,10 +284,65 @@ def mode_exec(ready_path, args):
     os.execv(argv[0], argv)
 
 
+# --------------------------------------------------------------------- signals --
+
+# A profiler that holds the threads between samples sees every signal first and must
+# pass it on at once: SIGNALS SIGUSR1s, each sent once the one before was handled (so
+# none can merge with another), a SIGSTOP that must really stop the process until a
+# helper's SIGCONT, and the helper's SIGCHLD.
+SIGNALS = 200
+
+def signal_spin(done):
+    while not done[0]: pass  # HOT signal_spin
+
+
+def send_signals(handled, result, done):
+    pid = os.getpid()
+    for _ in range(SIGNALS):
+        expected = handled[0] + 1
+        sent = time.time()
+        os.kill(pid, signal.SIGUSR1)
+        while handled[0] < expected and time.time() - sent < 1.0:
+            time.sleep(0.0005)
+        result["max_wait"] = max(result["max_wait"], time.time() - sent)
+        if handled[0] < expected:
+            result["lost"] += 1
+    done[0] = True
+
+
+def mode_signals(ready_path, args):
+    result_path, seconds = args[0], float(args[1])
+    if hasattr(sys, "setswitchinterval"):
+        sys.setswitchinterval(0.0005)
+    handled = [0]
+
+    def on_sigusr1(signum, frame):
+        handled[0] += 1
+
+    signal.signal(signal.SIGUSR1, on_sigusr1)
+    write_ready(ready_path, {})
+    start = time.time()
+    result = {"signals": SIGNALS, "lost": 0, "max_wait": 0.0}
+    done = [False]
+    sender = start_thread(send_signals, "sender", (handled, result, done))
+    signal_spin(done)
+    sender.join()
+    helper = subprocess.Popen(["/bin/sh", "-c", "sleep 0.3; kill -CONT %d" % os.getpid()])
+    before = time.time()
+    os.kill(os.getpid(), signal.SIGSTOP)
+    result["stopped"] = time.time() - before
+    helper.wait()
+    rest = [False]
+    threading.Timer(max(0.1, start + seconds - time.time()), lambda: rest.__setitem__(0, True)).start()
+    signal_spin(rest)
+    result["handled"] = handled[0]
+    write_json(result_path, result)
+
+
 # ------------------------------------------------------------------------ main --
 
 FUNCTIONS = [work_chunk, churn_spin, idle_wait, spin, main_sleep, deep_spin, recurse,
-             before_exec]
+             before_exec, signal_spin]
 
 
 def write_ready(path, extra):
@@ -301,7 +357,7 @@ def write_ready(path, extra):
 
 
 MODES = {"workers": mode_workers, "churn": mode_churn, "threads": mode_threads,
-         "deep": mode_deep, "exec": mode_exec}
+         "deep": mode_deep, "exec": mode_exec, "signals": mode_signals}
 
 
 def main():
