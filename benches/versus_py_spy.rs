@@ -766,6 +766,75 @@ impl Drop for Target {
     }
 }
 
+/// Runs of each 100 Hz slowdown cell (and of the workload alone) per repeat.
+const LOW_RATE_RUNS: u32 = 3;
+
+/// CPU time (µs) per wakeup of a thread that sleeps to `hz` deadlines for `secs`, and with
+/// `stop` stops the main thread of `pid` and resumes it after each (seized once).
+fn floor(pid: i32, hz: u32, secs: u32, stop: bool) -> Result<f64, String> {
+    fn thread_cpu() -> Duration {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: valid pointer to a local.
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    }
+    fn ptrace(request: libc::c_uint, pid: i32) -> Result<(), String> {
+        let null = std::ptr::null_mut::<libc::c_void>();
+        // SAFETY: requests that take no pointers.
+        if unsafe { libc::ptrace(request, pid, null, null) } < 0 {
+            return Err(format!(
+                "ptrace {request:#x}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        Ok(())
+    }
+    fn stopped(pid: i32) -> Result<(), String> {
+        let mut status = 0;
+        // SAFETY: valid pointer to a local.
+        if unsafe { libc::waitpid(pid, &mut status, libc::__WALL) } != pid {
+            return Err(format!("waitpid: {}", std::io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+    thread::spawn(move || -> Result<f64, String> {
+        if stop {
+            ptrace(libc::PTRACE_SEIZE, pid)?;
+        }
+        let period = Duration::from_secs_f64(1.0 / f64::from(hz));
+        let wakeups = hz * secs;
+        let start = Instant::now();
+        let cpu = thread_cpu();
+        let mut result = Ok(());
+        for k in 1..=wakeups {
+            let deadline = start + period * k;
+            let now = Instant::now();
+            if deadline > now {
+                thread::sleep(deadline - now);
+            }
+            if stop {
+                result = ptrace(libc::PTRACE_INTERRUPT, pid)
+                    .and_then(|()| stopped(pid))
+                    .and_then(|()| ptrace(libc::PTRACE_CONT, pid));
+                if result.is_err() {
+                    break;
+                }
+            }
+        }
+        let cpu = thread_cpu() - cpu;
+        if stop {
+            let _ = ptrace(libc::PTRACE_INTERRUPT, pid).and_then(|()| stopped(pid));
+            let _ = ptrace(libc::PTRACE_DETACH, pid);
+        }
+        result.map(|()| cpu.as_secs_f64() * 1e6 / f64::from(wakeups))
+    })
+    .join()
+    .map_err(|_| "the floor thread panicked".to_string())?
+}
+
 fn spin_target(python: &Path, threads: u32, depth: u32) -> Result<Target, String> {
     let target = Target::start(
         python,
@@ -865,6 +934,8 @@ enum Goal {
     AtMost(f64),
     /// Slowdown: our extra time at most this fraction of py-spy's.
     FractionOfExtra(f64),
+    /// No goal: a measurement that explains the others.
+    Context,
 }
 
 impl Goal {
@@ -877,6 +948,7 @@ impl Goal {
             }
             Goal::AtMost(v) => format!("≤ {}", unit.show(v)),
             Goal::FractionOfExtra(f) => format!("extra time ≤ {f} × py-spy's"),
+            Goal::Context => "none (context)".into(),
         }
     }
 }
@@ -937,6 +1009,7 @@ impl Row {
         let ours = spread(&self.ours)?.median;
         match self.goal {
             Goal::FractionOfExtra(_) => Some((ours - 1.0) / (theirs - 1.0)),
+            Goal::Context => None,
             _ => Some(ours / theirs),
         }
     }
@@ -948,6 +1021,7 @@ impl Row {
             Goal::AtLeast(v) => ours >= v,
             Goal::AtMost(v) => ours <= v,
             Goal::FractionOfExtra(f) => ours - 1.0 <= f * (spread(&self.theirs)?.median - 1.0),
+            Goal::Context => return None,
         })
     }
 }
@@ -968,13 +1042,19 @@ fn render_table(python: &str, rows: &[Row], theirs_name: &str) -> String {
         let met = match row.met() {
             Some(true) => "yes",
             Some(false) => "**no**",
+            None if matches!(row.goal, Goal::Context) => "–",
             None => "not measured",
+        };
+        let theirs = if matches!(row.goal, Goal::Context) {
+            "–".to_string()
+        } else {
+            row.shown(Kind::Theirs)
         };
         let _ = writeln!(
             out,
             "| {} | {} | {} | {ratio} | {} | {met} |",
             row.what,
-            row.shown(Kind::Theirs),
+            theirs,
             row.shown(Kind::Ours),
             row.goal.describe(row.unit)
         );
@@ -1037,8 +1117,24 @@ impl Bench<'_> {
                 Unit::Megabytes,
                 Goal::AtMost(10.0),
             );
+            let mut floors = [
+                Row::new(
+                    "floor: a thread that only sleeps to each deadline, 1 kHz (in the harness; \
+                     shown as ours)",
+                    Unit::Micros,
+                    Goal::Context,
+                ),
+                Row::new(
+                    "floor: the same, stopping and resuming the target's thread each time \
+                     (interrupt, wait, continue; shown as ours)",
+                    Unit::Micros,
+                    Goal::Context,
+                ),
+            ];
             self.spin_rows("cpu10", 1, 10, 1000, secs, &mut cpu, Some(&mut rss), false);
+            self.floors(10, secs, &mut floors);
             self.rows.push(cpu);
+            self.rows.extend(floors);
             self.rows.push(rss);
         }
         if self.config.selected("cpu100") {
@@ -1131,6 +1227,39 @@ impl Bench<'_> {
         }
     }
 
+    /// What any blocking sampler at 1 kHz costs before it reads anything, on this machine:
+    /// the CPU time of a harness thread that sleeps to each deadline (`floors[0]`), and
+    /// that also stops and resumes the target's thread each time with ptrace, seized once
+    /// (`floors[1]`). Recorded in the "ours" column, `repeats` times.
+    fn floors(&mut self, depth: u32, secs: u32, floors: &mut [Row; 2]) {
+        eprintln!("-- floors: 1 thread, depth {depth}, 1000/s for {secs} s");
+        let target = match spin_target(self.python, 1, depth) {
+            Ok(target) => target,
+            Err(e) => {
+                eprintln!("    FAILED: {e}");
+                floors[0].failures.push(e);
+                return;
+            }
+        };
+        let pid = target.child.id() as i32;
+        let ours = self
+            .tools
+            .iter()
+            .find(|t| matches!(t.kind, Kind::Ours))
+            .expect("our tool");
+        for repeat in 1..=self.config.repeats {
+            for (i, row) in floors.iter_mut().enumerate() {
+                match floor(pid, 1000, secs, i == 1) {
+                    Ok(us) => {
+                        eprintln!("  #{repeat} floor {i}: {us:.1} µs of CPU per wakeup");
+                        row.push(ours, us);
+                    }
+                    Err(e) => row.fail(ours, format!("#{repeat}: {e}")),
+                }
+            }
+        }
+    }
+
     fn record_spin(
         &self,
         tool: &Tool,
@@ -1209,7 +1338,12 @@ impl Bench<'_> {
             .collect();
         eprintln!("-- slowdown: {units} units of work");
         let mut alone = Vec::new();
-        for repeat in 1..=self.config.repeats {
+        // The 100 Hz cells sit within a few percent of 1: three runs per repeat (each
+        // round with an "alone" run of its own) make their medians steadier, at a few
+        // seconds each. The 10 kHz cells run once per repeat.
+        let rounds =
+            (1..=self.config.repeats).flat_map(|r| (0..LOW_RATE_RUNS).map(move |k| (r, k)));
+        for (repeat, round) in rounds {
             match self.cpumix(None, units) {
                 Ok(Ran::Done(seconds)) => {
                     eprintln!("  #{repeat} alone {seconds:.3} s");
@@ -1224,6 +1358,9 @@ impl Bench<'_> {
                 }
             }
             for (row, &(hz, nonblocking)) in rows.iter_mut().zip(&modes) {
+                if hz >= 1000 && round > 0 {
+                    continue;
+                }
                 for tool in self.tools {
                     match self.cpumix(Some((tool, hz, nonblocking)), units) {
                         Ok(Ran::Capped(at)) => {
