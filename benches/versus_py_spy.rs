@@ -29,7 +29,9 @@ use std::fs;
 use std::io::{BufRead, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -772,6 +774,19 @@ const LOW_RATE_RUNS: u32 = 3;
 /// CPU time (µs) per wakeup of a thread that sleeps to `hz` deadlines for `secs`, and with
 /// `stop` stops the main thread of `pid` and resumes it after each (seized once).
 fn floor(pid: i32, hz: u32, secs: u32, stop: bool) -> Result<f64, String> {
+    floor_until(pid, hz, stop, Arc::new(AtomicBool::new(false)), Some(secs))
+        .join()
+        .map_err(|_| "the floor thread panicked".to_string())?
+}
+
+/// [`floor`] on a thread of its own, until `done` is set (or `secs` have passed).
+fn floor_until(
+    pid: i32,
+    hz: u32,
+    stop: bool,
+    done: Arc<AtomicBool>,
+    secs: Option<u32>,
+) -> JoinHandle<Result<f64, String>> {
     fn thread_cpu() -> Duration {
         let mut ts = libc::timespec {
             tv_sec: 0,
@@ -805,11 +820,15 @@ fn floor(pid: i32, hz: u32, secs: u32, stop: bool) -> Result<f64, String> {
             ptrace(libc::PTRACE_SEIZE, pid)?;
         }
         let period = Duration::from_secs_f64(1.0 / f64::from(hz));
-        let wakeups = hz * secs;
         let start = Instant::now();
         let cpu = thread_cpu();
         let mut result = Ok(());
-        for k in 1..=wakeups {
+        let mut wakeups = 0;
+        for k in 1.. {
+            if done.load(Ordering::Relaxed) || secs.is_some_and(|s| k > hz * s) {
+                break;
+            }
+            wakeups = k;
             let deadline = start + period * k;
             let now = Instant::now();
             if deadline > now {
@@ -829,10 +848,8 @@ fn floor(pid: i32, hz: u32, secs: u32, stop: bool) -> Result<f64, String> {
             let _ = ptrace(libc::PTRACE_INTERRUPT, pid).and_then(|()| stopped(pid));
             let _ = ptrace(libc::PTRACE_DETACH, pid);
         }
-        result.map(|()| cpu.as_secs_f64() * 1e6 / f64::from(wakeups))
+        result.map(|()| cpu.as_secs_f64() * 1e6 / f64::from(wakeups.max(1)))
     })
-    .join()
-    .map_err(|_| "the floor thread panicked".to_string())?
 }
 
 fn spin_target(python: &Path, threads: u32, depth: u32) -> Result<Target, String> {
@@ -1336,6 +1353,12 @@ impl Bench<'_> {
                 )
             })
             .collect();
+        let mut floor_row = Row::new(
+            "floor: target slowdown while the harness only stops and resumes it 10,000 times a \
+             second (no reads; shown as ours)",
+            Unit::Factor,
+            Goal::Context,
+        );
         eprintln!("-- slowdown: {units} units of work");
         let mut alone = Vec::new();
         // The 100 Hz cells sit within a few percent of 1: three runs per repeat (each
@@ -1355,6 +1378,22 @@ impl Bench<'_> {
                 Err(e) => {
                     eprintln!("  #{repeat} alone: FAILED: {e}");
                     rows[0].failures.push(format!("#{repeat} alone: {e}"));
+                }
+            }
+            if round == 0 {
+                let ours = self.tools.iter().find(|t| matches!(t.kind, Kind::Ours));
+                match (self.cpumix_floor(10000, units), ours) {
+                    (Ok(Ran::Done(with)), Some(ours)) => {
+                        eprintln!("  #{repeat} floor        10000/s {with:.3} s");
+                        floor_row.push(ours, with);
+                    }
+                    (Ok(Ran::Capped(at)), Some(ours)) => {
+                        eprintln!("  #{repeat} floor        10000/s not done after {at:.0} s");
+                        floor_row.push(ours, at);
+                        floor_row.capped.push("ours".into());
+                    }
+                    (Err(e), Some(ours)) => floor_row.fail(ours, format!("#{repeat}: {e}")),
+                    (_, None) => {}
                 }
             }
             for (row, &(hz, nonblocking)) in rows.iter_mut().zip(&modes) {
@@ -1397,6 +1436,7 @@ impl Bench<'_> {
             return;
         };
         eprintln!("  alone: median {:.3} s", alone.median);
+        rows.insert(1, floor_row);
         for row in &mut rows {
             for value in row.theirs.iter_mut().chain(row.ours.iter_mut()) {
                 *value /= alone.median;
@@ -1423,6 +1463,27 @@ impl Bench<'_> {
 
     /// Runs the CPU-mix workload once, with a profiler attached first if asked, and
     /// returns the wall seconds the work took.
+    /// The CPU-mix workload while a harness thread only stops and resumes it `hz` times a
+    /// second (seized once; no reads): what any blocking sampler at that rate costs it.
+    fn cpumix_floor(&self, hz: u32, units: u64) -> Result<Ran, String> {
+        let mut target = Target::start(self.python, &workload("cpumix.py"), &[units.to_string()])?;
+        let done = Arc::new(AtomicBool::new(false));
+        let stopper = floor_until(target.child.id() as i32, hz, true, done.clone(), None);
+        thread::sleep(Duration::from_millis(300));
+        target.go()?;
+        let cap = SLOWDOWN_CAP * self.config.durations.slowdown_alone;
+        let limit = Duration::from_secs_f64(cap + 10.0);
+        let seconds = target.number(limit);
+        done.store(true, Ordering::Relaxed);
+        stopper
+            .join()
+            .map_err(|_| "the floor thread panicked".to_string())??;
+        Ok(match seconds {
+            Ok(seconds) => Ran::Done(seconds),
+            Err(_) => Ran::Capped(limit.as_secs_f64()),
+        })
+    }
+
     fn cpumix(&self, profiler: Option<(&Tool, u32, bool)>, units: u64) -> Result<Ran, String> {
         let mut target = Target::start(self.python, &workload("cpumix.py"), &[units.to_string()])?;
         let running = match profiler {
