@@ -823,17 +823,25 @@ fn floor_until(
         let start = Instant::now();
         let cpu = thread_cpu();
         let mut result = Ok(());
-        let mut wakeups = 0;
-        for k in 1.. {
-            if done.load(Ordering::Relaxed) || secs.is_some_and(|s| k > hz * s) {
+        let mut wakeups = 0u32;
+        let mut slot = 0u64;
+        loop {
+            let elapsed = start.elapsed();
+            if done.load(Ordering::Relaxed)
+                || secs.is_some_and(|s| elapsed.as_secs() >= u64::from(s))
+            {
                 break;
             }
-            wakeups = k;
-            let deadline = start + period * k;
+            // Like our schedule: the next slot, or the current one when late (missed
+            // slots are skipped, never made up back to back).
+            let current = (elapsed.as_secs_f64() / period.as_secs_f64()) as u64;
+            slot = (slot + 1).max(current);
+            let deadline = start + period.mul_f64(slot as f64);
             let now = Instant::now();
             if deadline > now {
                 thread::sleep(deadline - now);
             }
+            wakeups += 1;
             if stop {
                 result = ptrace(libc::PTRACE_INTERRUPT, pid)
                     .and_then(|()| stopped(pid))
