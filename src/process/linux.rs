@@ -954,7 +954,7 @@ impl LinuxProcess {
                 tracer::interrupt(tid);
             }
             tracer::wait_pending()?;
-            if tracer::threads(self.pid).is_empty() {
+            if !tracer::holds_threads_of(self.pid) {
                 bail!("process {} has exited (no thread left to pause)", self.pid);
             }
         } else {

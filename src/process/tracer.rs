@@ -150,6 +150,11 @@ pub(super) fn threads(pid: i32) -> Vec<i32> {
     tids
 }
 
+/// Whether any thread of process `pid` is still held (none: it has exited).
+pub(super) fn holds_threads_of(pid: i32) -> bool {
+    with(|t| t.tracees.values().any(|tracee| tracee.pid == pid))
+}
+
 /// Asks held thread `tid` to stop for a pass. A thread already stopped (a group stop) is
 /// read as it is.
 pub(super) fn interrupt(tid: i32) {
