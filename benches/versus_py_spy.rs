@@ -1034,7 +1034,6 @@ impl Row {
         let ours = spread(&self.ours)?.median;
         match self.goal {
             Goal::FractionOfExtra(_) => Some((ours - 1.0) / (theirs - 1.0)),
-            Goal::Context => None,
             _ => Some(ours / theirs),
         }
     }
@@ -1070,7 +1069,8 @@ fn render_table(python: &str, rows: &[Row], theirs_name: &str) -> String {
             None if matches!(row.goal, Goal::Context) => "–",
             None => "not measured",
         };
-        let theirs = if matches!(row.goal, Goal::Context) {
+        // Most context rows measure the harness alone, with nothing from py-spy.
+        let theirs = if row.theirs.is_empty() && matches!(row.goal, Goal::Context) {
             "–".to_string()
         } else {
             row.shown(Kind::Theirs)
@@ -1118,6 +1118,68 @@ enum Ran {
     Capped(f64),
 }
 
+impl Ran {
+    fn describe(&self) -> String {
+        match self {
+            Ran::Done(seconds) => format!("{seconds:.3} s"),
+            Ran::Capped(at) => {
+                format!("not done after {at:.0} s; stopped and counted as {at:.0} s")
+            }
+        }
+    }
+}
+
+/// Adds a profiled CPU-mix run to `row` as its slowdown: its seconds over the mean of the
+/// runs alone just before and just after it (whichever of the two there is). A run
+/// stopped unfinished counts as the seconds it was given, marked as a lower bound.
+fn push_ratio(row: &mut Row, tool: &Tool, ran: &Ran, before: Option<f64>, after: Option<f64>) {
+    let alone = match (before, after) {
+        (Some(b), Some(a)) => (a + b) / 2.0,
+        (Some(x), None) | (None, Some(x)) => x,
+        (None, None) => {
+            row.fail(tool, "no run of the workload alone beside it".into());
+            return;
+        }
+    };
+    match *ran {
+        Ran::Done(seconds) => row.push(tool, seconds / alone),
+        Ran::Capped(at) => {
+            row.push(tool, at / alone);
+            let name = match tool.kind {
+                Kind::Theirs => "theirs",
+                Kind::Ours => "ours",
+            };
+            row.capped.push(name.to_string());
+        }
+    }
+}
+
+/// What a spin row records: the target's threads and stack depth, the rate and seconds
+/// asked, whether with `--nonblocking`, and whether the row reports the achieved rate
+/// rather than the CPU per sample.
+#[derive(Clone, Copy)]
+struct Spin {
+    threads: u32,
+    depth: u32,
+    hz: u32,
+    secs: u32,
+    nonblocking: bool,
+    rate: bool,
+}
+
+impl Spin {
+    fn record(threads: u32, depth: u32, hz: u32, secs: u32) -> Spin {
+        Spin {
+            threads,
+            depth,
+            hz,
+            secs,
+            nonblocking: false,
+            rate: false,
+        }
+    }
+}
+
 /// One `record --pid` run on a spin target.
 struct RecordRun {
     passes: u64,
@@ -1156,10 +1218,22 @@ impl Bench<'_> {
                     Goal::Context,
                 ),
             ];
-            self.spin_rows("cpu10", 1, 10, 1000, secs, &mut cpu, Some(&mut rss), false);
+            let mut nonblocking = Row::new(
+                "the same with `--nonblocking`, both profilers (no ptrace at all)",
+                Unit::Micros,
+                Goal::Context,
+            );
+            let spin = Spin::record(1, 10, 1000, secs);
+            self.spin_rows("cpu10", spin, &mut cpu, Some(&mut rss));
             self.floors(10, secs, &mut floors);
+            let spin = Spin {
+                nonblocking: true,
+                ..spin
+            };
+            self.spin_rows("cpu10 nonblocking", spin, &mut nonblocking, None);
             self.rows.push(cpu);
             self.rows.extend(floors);
+            self.rows.push(nonblocking);
             self.rows.push(rss);
         }
         if self.config.selected("cpu100") {
@@ -1169,7 +1243,7 @@ impl Bench<'_> {
                 Goal::FractionOfTheirs(0.2),
             );
             let secs = d.cpu100_secs;
-            self.spin_rows("cpu100", 1, 100, 1000, secs, &mut cpu, None, false);
+            self.spin_rows("cpu100", Spin::record(1, 100, 1000, secs), &mut cpu, None);
             self.rows.push(cpu);
         }
         if self.config.selected("rate10k") {
@@ -1179,7 +1253,11 @@ impl Bench<'_> {
                 Goal::AtLeast(9500.0),
             );
             let secs = d.rate_secs;
-            self.spin_rows("rate10k", 1, 100, 10000, secs, &mut rate, None, true);
+            let spin = Spin {
+                rate: true,
+                ..Spin::record(1, 100, 10000, secs)
+            };
+            self.spin_rows("rate10k", spin, &mut rate, None);
             self.rows.push(rate);
         }
         if self.config.selected("threads8") {
@@ -1189,7 +1267,11 @@ impl Bench<'_> {
                 Goal::AtLeast(950.0),
             );
             let secs = d.rate_secs;
-            self.spin_rows("threads8", 8, 100, 1000, secs, &mut rate, None, true);
+            let spin = Spin {
+                rate: true,
+                ..Spin::record(8, 100, 1000, secs)
+            };
+            self.spin_rows("threads8", spin, &mut rate, None);
             self.rows.push(rate);
         }
         if self.config.selected("slowdown") {
@@ -1204,19 +1286,15 @@ impl Bench<'_> {
     }
 
     /// `record --pid` on one spin target, py-spy and ours in turn. `main` gets CPU per
-    /// sample, or with `rate` passes per second; `rss` gets the peak RSS.
-    #[allow(clippy::too_many_arguments)]
-    fn spin_rows(
-        &mut self,
-        key: &str,
-        threads: u32,
-        depth: u32,
-        hz: u32,
-        secs: u32,
-        main: &mut Row,
-        mut rss: Option<&mut Row>,
-        rate: bool,
-    ) {
+    /// sample, or with `spin.rate` passes per second; `rss` gets the peak RSS.
+    fn spin_rows(&mut self, key: &str, spin: Spin, main: &mut Row, mut rss: Option<&mut Row>) {
+        let Spin {
+            threads,
+            depth,
+            hz,
+            secs,
+            ..
+        } = spin;
         eprintln!("-- {key}: {threads} thread(s), depth {depth}, {hz}/s for {secs} s");
         let target = match spin_target(self.python, threads, depth) {
             Ok(target) => target,
@@ -1228,7 +1306,7 @@ impl Bench<'_> {
         };
         for repeat in 1..=self.config.repeats {
             for tool in self.tools {
-                match self.record_spin(tool, &target, hz, secs) {
+                match self.record_spin(tool, &target, spin) {
                     Ok(run) => {
                         let cpu_us = run.cpu.as_secs_f64() * 1e6 / run.passes.max(1) as f64;
                         let per_second = run.passes as f64 / run.window;
@@ -1241,7 +1319,7 @@ impl Bench<'_> {
                             run.window,
                             run.cpu.as_secs_f64()
                         );
-                        main.push(tool, if rate { per_second } else { cpu_us });
+                        main.push(tool, if spin.rate { per_second } else { cpu_us });
                         if let Some(rss) = rss.as_deref_mut() {
                             rss.push(tool, mb);
                         }
@@ -1285,16 +1363,14 @@ impl Bench<'_> {
         }
     }
 
-    fn record_spin(
-        &self,
-        tool: &Tool,
-        target: &Target,
-        hz: u32,
-        secs: u32,
-    ) -> Result<RecordRun, String> {
+    fn record_spin(&self, tool: &Tool, target: &Target, spin: Spin) -> Result<RecordRun, String> {
+        let Spin { hz, secs, .. } = spin;
         let out = self.work.file("spin.txt");
         let _ = fs::remove_file(&out);
         let mut args = os(&["record", "--pid", &target.pid()]);
+        if spin.nonblocking {
+            args.push("--nonblocking".into());
+        }
         args.extend(os(&[
             "-r",
             &hz.to_string(),
@@ -1368,89 +1444,90 @@ impl Bench<'_> {
             Goal::Context,
         );
         eprintln!("-- slowdown: {units} units of work");
-        let mut alone = Vec::new();
-        // The 100 Hz cells sit within a few percent of 1: three runs per repeat (each
-        // round with an "alone" run of its own) make their medians steadier, at a few
-        // seconds each. The 10 kHz cells run once per repeat.
+        // Every profiled run sits between two runs of the workload alone and is divided by
+        // their mean: how fast this machine runs the same work drifts by a factor of two
+        // over minutes (other guests on the host), and a ratio against runs taken minutes
+        // away measured that drift more than the profiler.
+        let mut before = self.alone(units, 0, &mut rows[0]);
+        let mut all_alone: Vec<f64> = before.into_iter().collect();
+        // The 100 Hz cells sit within a few percent of 1: three runs per repeat make their
+        // medians steadier, at a few seconds each. The 10 kHz cells run once per repeat.
         let rounds =
             (1..=self.config.repeats).flat_map(|r| (0..LOW_RATE_RUNS).map(move |k| (r, k)));
         for (repeat, round) in rounds {
-            match self.cpumix(None, units) {
-                Ok(Ran::Done(seconds)) => {
-                    eprintln!("  #{repeat} alone {seconds:.3} s");
-                    alone.push(seconds);
-                }
-                Ok(Ran::Capped(_)) => {
-                    eprintln!("  #{repeat} alone: FAILED: never finished");
-                }
-                Err(e) => {
-                    eprintln!("  #{repeat} alone: FAILED: {e}");
-                    rows[0].failures.push(format!("#{repeat} alone: {e}"));
-                }
-            }
             if round == 0 {
-                let ours = self.tools.iter().find(|t| matches!(t.kind, Kind::Ours));
-                match (self.cpumix_floor(10000, units), ours) {
-                    (Ok(Ran::Done(with)), Some(ours)) => {
-                        eprintln!("  #{repeat} floor        10000/s {with:.3} s");
-                        floor_row.push(ours, with);
+                if let Some(ours) = self.tools.iter().find(|t| matches!(t.kind, Kind::Ours)) {
+                    let ran = self.cpumix_floor(10000, units);
+                    let after = self.alone(units, repeat, &mut rows[0]);
+                    all_alone.extend(after);
+                    match ran {
+                        Ok(ran) => {
+                            eprintln!("  #{repeat} floor        10000/s {}", ran.describe());
+                            push_ratio(&mut floor_row, ours, &ran, before, after);
+                        }
+                        Err(e) => floor_row.fail(ours, format!("#{repeat}: {e}")),
                     }
-                    (Ok(Ran::Capped(at)), Some(ours)) => {
-                        eprintln!("  #{repeat} floor        10000/s not done after {at:.0} s");
-                        floor_row.push(ours, at);
-                        floor_row.capped.push("ours".into());
-                    }
-                    (Err(e), Some(ours)) => floor_row.fail(ours, format!("#{repeat}: {e}")),
-                    (_, None) => {}
+                    before = after;
                 }
             }
-            for (row, &(hz, nonblocking)) in rows.iter_mut().zip(&modes) {
+            for (index, &(hz, nonblocking)) in modes.iter().enumerate() {
                 if hz >= 1000 && round > 0 {
                     continue;
                 }
                 for tool in self.tools {
-                    match self.cpumix(Some((tool, hz, nonblocking)), units) {
-                        Ok(Ran::Capped(at)) => {
+                    let ran = self.cpumix(Some((tool, hz, nonblocking)), units);
+                    let after = self.alone(units, repeat, &mut rows[0]);
+                    all_alone.extend(after);
+                    let row = &mut rows[index];
+                    match ran {
+                        Ok(ran) => {
                             eprintln!(
-                                "  #{repeat} {:<12} {hz}/s{} not done after {at:.0} s; stopped \
-                                 and counted as {at:.0} s",
+                                "  #{repeat} {:<12} {hz}/s{} {}",
                                 tool.name,
                                 if nonblocking { " nonblocking" } else { "" },
+                                ran.describe(),
                             );
-                            row.push(tool, at);
-                            let name = match tool.kind {
-                                Kind::Theirs => "theirs",
-                                Kind::Ours => "ours",
-                            };
-                            row.capped.push(name.to_string());
-                        }
-                        Ok(Ran::Done(with)) => {
-                            eprintln!(
-                                "  #{repeat} {:<12} {hz}/s{} {with:.3} s",
-                                tool.name,
-                                if nonblocking { " nonblocking" } else { "" },
-                            );
-                            row.push(tool, with);
+                            push_ratio(row, tool, &ran, before, after);
                         }
                         Err(e) => row.fail(tool, format!("#{repeat}: {e}")),
                     }
+                    before = after;
                 }
             }
         }
-        // Against the median of every "alone" run: one run slowed by other work on the
-        // machine would otherwise skew all the runs of its repeat.
-        let Some(alone) = spread(&alone) else {
-            self.rows.extend(rows);
-            return;
-        };
-        eprintln!("  alone: median {:.3} s", alone.median);
+        if let Some(alone) = spread(&all_alone) {
+            eprintln!(
+                "  alone: median {:.3} s ({:.3}–{:.3} s over {} runs)",
+                alone.median,
+                alone.min,
+                alone.max,
+                all_alone.len()
+            );
+        }
         rows.insert(1, floor_row);
-        for row in &mut rows {
-            for value in row.theirs.iter_mut().chain(row.ours.iter_mut()) {
-                *value /= alone.median;
+        self.rows.extend(rows);
+    }
+
+    /// One run of the CPU-mix workload alone, for the ratios of the runs beside it; a
+    /// failure is noted in `row` (the first slowdown row) and gives `None`.
+    fn alone(&self, units: u64, repeat: usize, row: &mut Row) -> Option<f64> {
+        match self.cpumix(None, units) {
+            Ok(Ran::Done(seconds)) => {
+                eprintln!("  #{repeat} alone        {seconds:.3} s");
+                Some(seconds)
+            }
+            Ok(Ran::Capped(_)) => {
+                eprintln!("  #{repeat} alone: FAILED: never finished");
+                row.failures
+                    .push(format!("#{repeat} alone: never finished"));
+                None
+            }
+            Err(e) => {
+                eprintln!("  #{repeat} alone: FAILED: {e}");
+                row.failures.push(format!("#{repeat} alone: {e}"));
+                None
             }
         }
-        self.rows.extend(rows);
     }
 
     /// How many units of work take `slowdown_alone` seconds: a short try for a first
@@ -1469,8 +1546,6 @@ impl Bench<'_> {
         Ok(units)
     }
 
-    /// Runs the CPU-mix workload once, with a profiler attached first if asked, and
-    /// returns the wall seconds the work took.
     /// The CPU-mix workload while a harness thread only stops and resumes it `hz` times a
     /// second (seized once; no reads): what any blocking sampler at that rate costs it.
     fn cpumix_floor(&self, hz: u32, units: u64) -> Result<Ran, String> {
@@ -1492,6 +1567,8 @@ impl Bench<'_> {
         })
     }
 
+    /// Runs the CPU-mix workload once, with a profiler attached first if asked, and
+    /// returns the wall seconds the work took.
     fn cpumix(&self, profiler: Option<(&Tool, u32, bool)>, units: u64) -> Result<Ran, String> {
         let mut target = Target::start(self.python, &workload("cpumix.py"), &[units.to_string()])?;
         let running = match profiler {
