@@ -130,7 +130,7 @@ pub fn run(options: RecordOptions) -> Result<u8> {
     let path = output.path().to_path_buf();
     // The file's own errors already name the path.
     output.commit(|w| output::write_profile(options.format, &profile, w))?;
-    stats.report(&path, samples, options.rate, elapsed, &ending, root);
+    stats.report(&path, samples, &options, elapsed, &ending, root);
 
     match launched {
         Some(mut child) => {
@@ -176,11 +176,12 @@ impl Stats {
         &self,
         path: &Path,
         samples: u64,
-        rate: f64,
+        options: &RecordOptions,
         elapsed: f64,
         ending: &Ending,
         root: i32,
     ) {
+        let rate = options.rate;
         let active = match (self.first_pass, self.last_pass) {
             (Some(first), Some(last)) => (last - first).as_secs_f64(),
             _ => 0.0,
@@ -238,10 +239,16 @@ impl Stats {
         );
         let behind = active >= 0.5 && achieved < rate * BEHIND_RATIO;
         if behind || self.skipped * 20 > self.passes + self.skipped {
+            // Without pausing the target a sample costs about half; already so, only a
+            // lower rate helps.
+            let hint = if options.nonblocking {
+                "Try a lower --rate"
+            } else {
+                "Try a lower --rate or --nonblocking"
+            };
             crate::note!(
                 "py-spy: warning: sampling fell behind: {} of {} samples were late and {} \
-                 skipped; a sample took {:.0} µs on average, {:.0} µs at most. Try a lower \
-                 --rate or --nonblocking",
+                 skipped; a sample took {:.0} µs on average, {:.0} µs at most. {hint}",
                 self.late,
                 self.passes,
                 self.skipped,

@@ -83,6 +83,8 @@ enum Check {
     Hot(&'static str),
     /// The function is the leaf of at least this share of the samples.
     Leaf(&'static str, f64),
+    /// The function is in at most this many samples.
+    AtMost(&'static str, u64),
     /// Every frame of the function (first) is called from the second, at the line marked
     /// `# CALL function`.
     CalledFrom(&'static str, &'static str),
@@ -360,6 +362,29 @@ const ROWS: &[Row] = &[
         only: None,
     },
     Row {
+        // Without pausing, the thread list is kept between passes; a thread it lacks
+        // must make the next pass list again, or the new thread's wait (its activity not
+        // yet read) is taken for work until the list ages out (100 ms: 20 samples here).
+        name: "late_threads_nonblocking",
+        fault: "threads started while sampling (--nonblocking)",
+        script: "faults.py",
+        args: &["late", "{ready}", "1"],
+        mode: Attach,
+        py_spy: &["--nonblocking", "-d", "3", "-r", "200"],
+        action: Nothing,
+        checks: &[
+            Exit(0),
+            Output,
+            Rate(0.9),
+            NoErrors,
+            Hot("late_spin"),
+            AtMost("late_idle", 3),
+            AtMost("main_sleep", 3),
+        ],
+        repeat: 1,
+        only: None,
+    },
+    Row {
         name: "threads_1000_nonblocking",
         fault: "1,000 threads (--nonblocking)",
         script: "faults.py",
@@ -494,8 +519,8 @@ macro_rules! all_rows {
         row_tests!($label;
             exit_attach, exit_launch_0, exit_launch_3, kill_target_attach, killed_launch,
             terminated_launch, sigint_attach, sigterm_attach, sigterm_launch, thread_churn,
-            threads_1000, threads_1000_nonblocking, recursion_10000, signals_launch,
-            signals_attach, exec_attach, exec_launch,
+            threads_1000, threads_1000_nonblocking, late_threads_nonblocking, recursion_10000,
+            signals_launch, signals_attach, exec_attach, exec_launch,
         );
     };
 }
@@ -895,6 +920,18 @@ fn check_run(check: Check, row: &Row, started: &mut Started, r: &RunResult) -> V
                          {:.0}%)",
                         folded.total,
                         share * 100.0
+                    ));
+                }
+            }
+        }
+        AtMost(function, most) => {
+            if let Some(folded) = r.folded {
+                let samples = folded
+                    .count_where(|frames| frames.iter().any(|f| Label::parse(f).name == function));
+                if samples > most {
+                    errors.push(format!(
+                        "{function} is in {samples} of {} samples (expected at most {most})",
+                        folded.total
                     ));
                 }
             }

@@ -56,6 +56,9 @@ pub struct LinuxProcess {
     task_files: Mutex<HashMap<(i32, TaskFile), File>>,
     /// The thread list the last pause ended with, for the next snapshot.
     recent_threads: Mutex<Option<Vec<i32>>>,
+    /// A `syscall` file was refused (it needs ptrace-level access): activity comes from
+    /// `stat` alone from then on, instead of a refused open per thread and sample.
+    syscall_denied: AtomicBool,
     /// Threads stay seized between pauses (see [`Process::keep_attached`] and `tracer`).
     held: AtomicBool,
     /// Held, and every thread was seized by a pause that listed until nothing was new:
@@ -110,6 +113,7 @@ impl LinuxProcess {
             mem_task: AtomicI32::new(pid),
             task_files: Mutex::new(HashMap::new()),
             recent_threads: Mutex::new(None),
+            syscall_denied: AtomicBool::new(false),
             held: AtomicBool::new(false),
             established: AtomicBool::new(false),
         };
@@ -315,8 +319,8 @@ fn is_waiting_syscall_x86_64(nr: i64) -> bool {
     )
 }
 
-/// Decides activity from a thread's state letter and the contents of its `syscall` file
-/// (`None` when that file could not be read).
+/// Decides activity from a thread's state letter (`'?'` when only the `syscall` file was
+/// read) and the contents of its `syscall` file (`None` when that file could not be read).
 fn activity_from(state: char, syscall: Option<&str>) -> ThreadActivity {
     if state == 'R' {
         return ThreadActivity::Active;
@@ -788,16 +792,29 @@ impl Process for LinuxProcess {
     }
 
     fn thread_activity(&self, tid: i32) -> Result<ThreadActivity> {
-        // Read on every sample for every thread: into stack buffers, and the syscall file
-        // only when the state letter does not settle it.
+        // Read on every sample for every thread, into stack buffers. The `syscall` file
+        // alone settles it: "running" exactly when the state letter would be R, else the
+        // call the thread waits in. It costs a quarter of `stat` (0.6 against 2–2.6 µs for
+        // a running thread, measured here), which formats some fifty fields.
+        if !self.syscall_denied.load(Ordering::Relaxed) {
+            let mut buf = [0u8; 256];
+            match self.read_task_file(tid, TaskFile::Syscall, &mut buf) {
+                Ok(syscall) => return Ok(activity_from('?', Some(syscall))),
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                    self.syscall_denied.store(true, Ordering::Relaxed);
+                }
+                // `stat` tells whether the thread is gone.
+                Err(_) => {}
+            }
+        }
         let mut buf = [0u8; 1024];
         let stat = self
             .read_task_file(tid, TaskFile::Stat, &mut buf)
             .map_err(|e| anyhow!("thread {tid} of process {} is gone: {e}", self.pid))?;
         let state = stat_state(stat)
             .with_context(|| format!("unexpected /proc/{}/task/{tid}/stat format", self.pid))?;
-        if state == 'R' {
-            return Ok(ThreadActivity::Active);
+        if state == 'R' || self.syscall_denied.load(Ordering::Relaxed) {
+            return Ok(activity_from(state, None));
         }
         let mut syscall_buf = [0u8; 256];
         let syscall = self
@@ -1080,6 +1097,9 @@ mod tests {
             "sched_yield is busy"
         );
         assert_eq!(activity_from('S', Some("running")), Active);
+        assert_eq!(activity_from('?', Some("running")), Active);
+        assert_eq!(activity_from('?', Some("230 0x1")), Idle);
+        assert_eq!(activity_from('?', Some("-1 0x7ff 0x7ff")), Active);
         assert_eq!(activity_from('S', Some("-1 0x7ff 0x7ff")), Active);
         assert_eq!(activity_from('S', None), Idle);
         assert_eq!(activity_from('T', None), Active);

@@ -26,6 +26,10 @@ Modes:
   (marker `# HOT idle_wait`), N_BUSY threads "busy-I" spin in `spin` (`# HOT spin`), the
   main thread sleeps in `main_sleep` (`# HOT main_sleep`). READY adds "native_ids"
   (every thread's OS id, main thread included).
+* `late SECONDS`: the main thread writes READY, sleeps SECONDS in `main_sleep`-like
+  steps, then starts a thread "late-idle" waiting in `late_idle` (`# HOT late_idle`) and
+  a thread "late-busy" spinning in `late_spin` (`# HOT late_spin`), and sleeps on in
+  `main_sleep`. Threads that start while py-spy samples.
 * `deep DEPTH`: a thread "deep" (with an 256 MiB stack, so that interpreters that
   recurse on the C stack survive) calls `recurse` DEPTH times (one line, marker
   `# CALL recurse`), then spins in `deep_spin` (`# HOT deep_spin`). READY adds
@@ -217,6 +221,22 @@ def mode_threads(ready_path, args):
     main_sleep()
 
 
+def late_idle(event):
+    event.wait()  # HOT late_idle
+
+
+def late_spin(stop):
+    while not stop[0]: pass  # HOT late_spin
+
+
+def mode_late(ready_path, args):
+    write_ready(ready_path, {})
+    time.sleep(float(args[0]))
+    start_thread(late_idle, "late-idle", (threading.Event(),))
+    start_thread(late_spin, "late-busy", ([False],))
+    main_sleep()
+
+
 # ------------------------------------------------------------------------ deep --
 
 def deep_spin(stop, reached):
@@ -357,6 +377,7 @@ def write_ready(path, extra):
 
 
 MODES = {"workers": mode_workers, "churn": mode_churn, "threads": mode_threads,
+         "late": mode_late,
          "deep": mode_deep, "exec": mode_exec, "signals": mode_signals}
 
 
