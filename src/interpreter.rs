@@ -271,7 +271,7 @@ fn scan(
 /// An interpreter is real when every thread in its list points back to it and the first
 /// thread's stack walks.
 fn validate(process: &dyn Process, layout: &Layout, interp: u64) -> bool {
-    let walker = Walker::new(process, layout);
+    let mut walker = Walker::new(process, layout);
     let Ok(tstates) = walker.thread_states(interp) else {
         return false;
     };
@@ -288,7 +288,6 @@ fn validate(process: &dyn Process, layout: &Layout, interp: u64) -> bool {
     if !tstates.iter().all(points_back) {
         return false;
     }
-    let mut walker = walker;
     walker.stack(tstates[0], false).is_ok()
 }
 

@@ -156,6 +156,12 @@ pub struct CodeCache {
     /// `prefetched_bytes`. Kept here, like `chunk`, for the allocations.
     prefetched: Vec<u64>,
     prefetched_bytes: Vec<u8>,
+    /// Thread states copied whole while [`Walker::thread_states`] followed the list (it
+    /// needs their `next` field; the walk needs the rest), back to back in `tstate_bytes`,
+    /// indexed by address: each is used once, by the first [`Walker::stack_if`] of that
+    /// thread state, so that a thread costs one read for both. A retry reads afresh.
+    tstates: FxHashMap<u64, usize>,
+    tstate_bytes: Vec<u8>,
 }
 
 impl CodeCache {
@@ -274,8 +280,11 @@ impl<'a, M: MemoryReader + ?Sized> Walker<'a, M> {
     }
 
     /// Thread-state addresses of `interp`, in list order (newest first), bounded.
-    pub fn thread_states(&self, interp: u64) -> Result<Vec<u64>> {
+    pub fn thread_states(&mut self, interp: u64) -> Result<Vec<u64>> {
         let l = self.layout();
+        let size = l.thread.size;
+        self.cache.tstates.clear();
+        self.cache.tstate_bytes.clear();
         let mut out = Vec::new();
         let mut tstate = self
             .mem()
@@ -295,11 +304,34 @@ impl<'a, M: MemoryReader + ?Sized> Walker<'a, M> {
                 power *= 2;
                 since_mark = 0;
             }
-            tstate = self
-                .mem()
-                .read_u64(tstate.wrapping_add(l.thread.next as u64))?;
+            let mem = self.mem();
+            tstate = match self.copy_tstate(tstate, size) {
+                Some(block) => block.u64_at(l.thread.next),
+                None => mem.read_u64(tstate.wrapping_add(l.thread.next as u64))?,
+            };
         }
         Ok(out)
+    }
+
+    /// Copies the thread state at `tstate` into the cache for [`Walker::stack_if`] and
+    /// returns the copy; `None` if it cannot be read whole (the caller reads what it needs
+    /// on its own) or is too big to keep.
+    fn copy_tstate(&mut self, tstate: u64, size: usize) -> Option<&[u8]> {
+        if size > 1 << 16 || self.cache.tstates.contains_key(&tstate) {
+            return None;
+        }
+        let start = self.cache.tstate_bytes.len();
+        self.cache.tstate_bytes.resize(start + size, 0);
+        let mem = self.mem();
+        if mem
+            .read(tstate, &mut self.cache.tstate_bytes[start..])
+            .is_err()
+        {
+            self.cache.tstate_bytes.truncate(start);
+            return None;
+        }
+        self.cache.tstates.insert(tstate, start);
+        Some(&self.cache.tstate_bytes[start..])
     }
 
     /// The stack of the thread whose state is at `tstate`.
@@ -316,10 +348,19 @@ impl<'a, M: MemoryReader + ?Sized> Walker<'a, M> {
         walk: impl Fn(Option<u64>) -> bool,
     ) -> Result<ThreadStack> {
         let l = self.layout();
-        let block = self
-            .mem()
-            .read_vec(tstate, l.thread.size, 1 << 16)
-            .with_context(|| format!("reading thread state {tstate:#x}"))?;
+        let copied = self
+            .cache
+            .tstates
+            .remove(&tstate)
+            .and_then(|start| self.cache.tstate_bytes.get(start..start + l.thread.size))
+            .map(<[u8]>::to_vec);
+        let block = match copied {
+            Some(block) => block,
+            None => self
+                .mem()
+                .read_vec(tstate, l.thread.size, 1 << 16)
+                .with_context(|| format!("reading thread state {tstate:#x}"))?,
+        };
         let python_thread_id = block.u64_at(l.thread.thread_id);
         let native_thread_id = l.thread.native_thread_id.map(|o| block.u64_at(o));
         if !walk(native_thread_id) {
