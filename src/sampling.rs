@@ -15,7 +15,28 @@ use crate::targets::{Change, Event, Target, Targets};
 /// is (a shell script or a wrapper that started python), the error names that process.
 pub fn attach(pid: i32) -> anyhow::Result<Sampler<LinuxProcess>> {
     let process = LinuxProcess::open(pid)?;
-    Sampler::new(process).map_err(|mut err| {
+    let exe = process.exe_path().ok();
+    let err = match Sampler::new(process) {
+        Ok(sampler) => return Ok(sampler),
+        Err(err) => err,
+    };
+    // A program that is being launched can exec while we read it: its map, read before,
+    // then lacks the binary its `exe` names after ("… is not mapped"). Read it again, once,
+    // as what it has become.
+    let exe_now = LinuxProcess::open(pid).and_then(|p| p.exe_path());
+    if !is_process_gone(&err) && exe.is_some() && exe_now.ok() != exe {
+        let again = LinuxProcess::open(pid).and_then(Sampler::new);
+        return attach_error(pid, again);
+    }
+    attach_error(pid, Err(err))
+}
+
+/// The result of [`attach`], with its error told in terms of what happened to the process.
+fn attach_error(
+    pid: i32,
+    result: anyhow::Result<Sampler<LinuxProcess>>,
+) -> anyhow::Result<Sampler<LinuxProcess>> {
+    result.map_err(|mut err| {
         // A process that exits while we read its maps and binaries fails in whatever
         // step met it first ("… is not mapped", a short read); the cause is the exit.
         if !is_process_gone(&err) && has_exited(pid) {
