@@ -276,14 +276,19 @@ impl<P: Process> Sampler<P> {
         } else {
             HashMap::new()
         };
-        // A thread with no OS id, or one that `os_tids` lacks, started after the list was
-        // taken: list again next time.
-        let unlisted = |stack: &crate::walker::ThreadStack| match stack.native_thread_id {
-            Some(t) => !os_tids.contains(&(t as i32)),
-            None => !os_ids.contains_key(&stack.python_thread_id),
-        };
-        if stacks.iter().any(|(_, s)| s.as_ref().is_ok_and(&unlisted)) {
-            state.relist = true;
+        // Without pausing, the list is kept between passes (`listed_threads`): a thread
+        // with no OS id, or one the list lacks, started after it was taken, so list again
+        // next time. (Sorted for the lookups: a server can have a thousand threads.)
+        if options.nonblocking {
+            let mut listed = os_tids.to_vec();
+            listed.sort_unstable();
+            let unlisted = |stack: &crate::walker::ThreadStack| match stack.native_thread_id {
+                Some(t) => listed.binary_search(&(t as i32)).is_err(),
+                None => !os_ids.contains_key(&stack.python_thread_id),
+            };
+            if stacks.iter().any(|(_, s)| s.as_ref().is_ok_and(&unlisted)) {
+                state.relist = true;
+            }
         }
         let threads = stacks
             .into_iter()
