@@ -32,6 +32,30 @@ pub struct Section {
     pub size: u64,
 }
 
+/// The memory map we were given has no mapping of the binary: the process was met in the
+/// middle of an `execve` (its `exe` and its map can name different programs), or it was
+/// asked for a file it does not map.
+#[derive(Debug)]
+pub struct NotMapped {
+    /// The binary.
+    pub path: PathBuf,
+    /// The process whose map lacks it.
+    pub pid: i32,
+}
+
+impl fmt::Display for NotMapped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} is not mapped in process {}",
+            self.path.display(),
+            self.pid
+        )
+    }
+}
+
+impl std::error::Error for NotMapped {}
+
 /// What we know about one ELF file mapped into the target.
 pub struct Binary {
     /// Path as shown in the target's maps.
@@ -79,11 +103,10 @@ impl Binary {
             .collect();
         mine.sort_by_key(|m| m.start);
         let Some(first) = mine.first() else {
-            bail!(
-                "{} is not mapped in process {}",
-                path.display(),
-                process.pid()
-            );
+            bail!(NotMapped {
+                path: path.to_path_buf(),
+                pid: process.pid(),
+            });
         };
         let file = process
             .open_mapped_file(first)
@@ -332,5 +355,6 @@ mod tests {
         let maps = me.maps().unwrap();
         let err = Binary::load(&me, &maps, Path::new("/nonexistent/lib.so")).unwrap_err();
         assert!(err.to_string().contains("is not mapped"), "{err}");
+        assert!(err.downcast_ref::<NotMapped>().is_some(), "{err:?}");
     }
 }

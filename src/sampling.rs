@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::binary::NotMapped;
 use crate::interpreter::NotPython;
 use crate::launch::{Exit, Launched};
 use crate::memory::is_process_gone;
@@ -14,22 +15,28 @@ use crate::targets::{Change, Event, Target, Targets};
 /// Opens process `pid` and finds its interpreter. When it is not Python but a descendant
 /// is (a shell script or a wrapper that started python), the error names that process.
 pub fn attach(pid: i32) -> anyhow::Result<Sampler<LinuxProcess>> {
-    let process = LinuxProcess::open(pid)?;
-    let exe = process.exe_path().ok();
-    let err = match Sampler::new(process) {
-        Ok(sampler) => return Ok(sampler),
-        Err(err) => err,
-    };
-    // A program that is being launched can exec while we read it: its map, read before,
-    // then lacks the binary its `exe` names after ("… is not mapped"). Read it again, once,
-    // as what it has become.
-    let exe_now = LinuxProcess::open(pid).and_then(|p| p.exe_path());
-    if !is_process_gone(&err) && exe.is_some() && exe_now.ok() != exe {
-        let again = LinuxProcess::open(pid).and_then(Sampler::new);
-        return attach_error(pid, again);
+    let deadline = Instant::now() + EXEC_WAIT;
+    loop {
+        let err = match Sampler::new(LinuxProcess::open(pid)?) {
+            Ok(sampler) => return Ok(sampler),
+            Err(err) => err,
+        };
+        // A program met in the middle of an `execve` has a memory map that lacks the binary
+        // its `exe` names: the map was read before the exec and `exe` after it, or the
+        // kernel had installed the new address space and `exe` but not yet mapped the
+        // program into it (`Command::spawn` returns at that point, so a program launched
+        // just before py-spy is met there when the machine is busy). Read it again until
+        // the exec is done.
+        let mid_exec = err.chain().any(|e| e.downcast_ref::<NotMapped>().is_some());
+        if !mid_exec || is_process_gone(&err) || Instant::now() >= deadline {
+            return attach_error(pid, Err(err));
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
-    attach_error(pid, Err(err))
 }
+
+/// How long [`attach`] waits for an `execve` it met to finish.
+const EXEC_WAIT: Duration = Duration::from_millis(200);
 
 /// The result of [`attach`], with its error told in terms of what happened to the process.
 fn attach_error(
