@@ -9,13 +9,23 @@ use anyhow::{Context, Result};
 
 use crate::interpreter::{self, Interpreter};
 use crate::memory::is_process_gone;
-use crate::process::{Process, ThreadActivity};
+use crate::process::{PauseGuard, Process, ThreadActivity};
 use crate::threads;
-use crate::walker::{CodeCache, Frame, Walker};
+use crate::walker::{CodeCache, Frame, ThreadStack, Walker};
 
 /// Attempts at reading one thread's stack before reporting it as unreadable: without
 /// pausing, a running thread can change its stack under us.
 const STACK_ATTEMPTS: usize = 3;
+/// How long a paused thread whose stack did not walk is let run before it is read again,
+/// one nudge after another (see `Sampler::read_nudged`).
+const NUDGES: [Duration; 3] = [
+    Duration::from_micros(50),
+    Duration::from_micros(250),
+    Duration::from_millis(1),
+];
+/// Times in a row a thread's stack may fail to walk after every nudge before it is no
+/// longer nudged.
+const UNSETTLED_LIMIT: u32 = 3;
 /// Thread names change rarely; reading them walks dictionaries, so a sampler rereads
 /// them at most this often, or sooner when a thread it has no name for appears...
 const NAMES_MAX_AGE: Duration = Duration::from_secs(1);
@@ -92,6 +102,9 @@ struct State {
     listed: Option<(Vec<i32>, Instant)>,
     /// The last snapshot met a thread that `listed` lacks, or one that has gone.
     relist: bool,
+    /// Thread states whose stack did not walk after every nudge, with how many passes in
+    /// a row that happened.
+    unsettled: HashMap<u64, u32>,
 }
 
 impl<P: Process> Sampler<P> {
@@ -150,7 +163,7 @@ impl<P: Process> Sampler<P> {
         } else {
             Vec::new()
         };
-        let _pause = if options.nonblocking {
+        let mut pause = if options.nonblocking {
             None
         } else {
             if options.hold {
@@ -173,7 +186,51 @@ impl<P: Process> Sampler<P> {
             }
             Some(pause)
         };
-        self.read_threads(options, &os_tids, &activity, &skipped)
+        let pause = pause.as_mut().map(|p| &mut **p as &mut dyn PauseGuard);
+        self.read_threads(options, &os_tids, &activity, &skipped, pause)
+    }
+
+    /// Reads again, between nudges ([`PauseGuard::nudge`]), the stack of a paused thread
+    /// whose read failed: CPython stopped at the wrong instruction can hold a stack that
+    /// does not walk (3.11 and 3.12 point the thread state at a new evaluation loop's C
+    /// frame some twenty instructions before they write that frame), and a few
+    /// microseconds later it walks. A thread whose stack did not walk after every nudge
+    /// [`UNSETTLED_LIMIT`] times in a row is not nudged any more until it walks again:
+    /// a stack that never walks would otherwise cost every pass the nudges' time.
+    #[allow(clippy::too_many_arguments)]
+    fn read_nudged(
+        &self,
+        walker: &mut Walker<'_, P>,
+        state: &mut State,
+        pause: &mut dyn PauseGuard,
+        tstate: u64,
+        options: SnapshotOptions,
+        walk: impl Fn(Option<u64>) -> bool + Copy,
+        mut result: Result<ThreadStack>,
+    ) -> Result<Result<ThreadStack>> {
+        let failures = state.unsettled.entry(tstate).or_default();
+        if *failures >= UNSETTLED_LIMIT {
+            return Ok(result);
+        }
+        // Only a thread state that names its OS thread (3.11+) can be nudged.
+        let Some(tid) = walker.native_thread_id(tstate) else {
+            return Ok(result);
+        };
+        for run_for in NUDGES {
+            if !pause
+                .nudge(tid, run_for)
+                .context("letting a thread run on")?
+            {
+                break;
+            }
+            result = walker.stack_if(tstate, options.locals, walk);
+            if result.is_ok() {
+                state.unsettled.remove(&tstate);
+                return Ok(result);
+            }
+        }
+        *state.unsettled.entry(tstate).or_default() += 1;
+        Ok(result)
     }
 
     /// The OS thread list for a nonblocking snapshot: the one listed before while it is
@@ -197,17 +254,27 @@ impl<P: Process> Sampler<P> {
         os_tids: &[i32],
         activity: &HashMap<i32, ThreadActivity>,
         skipped: &[i32],
+        pause: Option<&mut dyn PauseGuard>,
     ) -> Result<Snapshot> {
         let interp = &self.interpreter;
         let mut state = self.state.borrow_mut();
         let mut codes = std::mem::take(&mut state.codes);
         codes.begin_pass();
         let mut walker = Walker::with_cache(&self.process, &interp.layout, codes);
-        let result = self.read_with(&mut walker, &mut state, options, os_tids, activity, skipped);
+        let result = self.read_with(
+            &mut walker,
+            &mut state,
+            options,
+            os_tids,
+            activity,
+            skipped,
+            pause,
+        );
         state.codes = walker.into_cache();
         result
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn read_with(
         &self,
         walker: &mut Walker<'_, P>,
@@ -216,6 +283,7 @@ impl<P: Process> Sampler<P> {
         os_tids: &[i32],
         activity: &HashMap<i32, ThreadActivity>,
         skipped: &[i32],
+        mut pause: Option<&mut dyn PauseGuard>,
     ) -> Result<Snapshot> {
         let interp = &self.interpreter;
         let walk = |native: Option<u64>| native.is_none_or(|t| !skipped.contains(&(t as i32)));
@@ -228,11 +296,23 @@ impl<P: Process> Sampler<P> {
         let mut stacks = Vec::with_capacity(tstates.len());
         for tstate in &tstates {
             let mut result = walker.stack_if(*tstate, options.locals, walk);
-            for _ in 1..STACK_ATTEMPTS {
-                if result.is_ok() {
-                    break;
+            match pause.as_deref_mut() {
+                Some(pause) if result.is_err() => {
+                    result =
+                        self.read_nudged(walker, state, pause, *tstate, options, walk, result)?;
                 }
-                result = walker.stack_if(*tstate, options.locals, walk);
+                Some(_) if !state.unsettled.is_empty() => {
+                    state.unsettled.remove(tstate);
+                }
+                Some(_) => {}
+                None => {
+                    for _ in 1..STACK_ATTEMPTS {
+                        if result.is_ok() {
+                            break;
+                        }
+                        result = walker.stack_if(*tstate, options.locals, walk);
+                    }
+                }
             }
             // A vanished process is not one unreadable thread: the whole snapshot is over.
             let result = match result {

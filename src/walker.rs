@@ -334,6 +334,16 @@ impl<'a, M: MemoryReader + ?Sized> Walker<'a, M> {
         Some(&self.cache.tstate_bytes[start..])
     }
 
+    /// The OS thread id that the thread state at `tstate` names (3.11+), read afresh.
+    pub fn native_thread_id(&self, tstate: u64) -> Option<i32> {
+        let offset = self.layout().thread.native_thread_id?;
+        let id = self
+            .mem()
+            .read_u64(tstate.wrapping_add(offset as u64))
+            .ok()?;
+        i32::try_from(id).ok().filter(|&id| id > 0)
+    }
+
     /// The stack of the thread whose state is at `tstate`.
     pub fn stack(&mut self, tstate: u64, with_locals: bool) -> Result<ThreadStack> {
         self.stack_if(tstate, with_locals, |_| true)

@@ -491,6 +491,123 @@ fn a_panic_while_paused_still_resumes() {
     assert!(counter.grows(), "the target did not resume after the panic");
 }
 
+/// Counts in a C integer as fast as Python can, after printing the integer's address.
+const SPIN_COUNTER_SCRIPT: &str = r#"
+import ctypes, sys
+count = ctypes.c_uint64(0)
+print(hex(ctypes.addressof(count)), flush=True)
+while True:
+    count.value += 1
+"#;
+
+/// A nudge lets the one thread run and stops it again, with both kinds of pause (the one
+/// `dump` makes and the held one of `record` and `top`); a thread the pause did not stop,
+/// or one in a group stop, is not let run. Letting a SIGSTOPped process go leaves it
+/// stopped, and returns (a held one used to wait forever).
+#[test]
+fn a_nudge_lets_one_paused_thread_run_and_stops_it_again() {
+    let Some(exe) = pyenv_python("3.12.1") else {
+        return;
+    };
+    for held in [false, true] {
+        let mut t = Target::spawn(&exe, SPIN_COUNTER_SCRIPT, &[]);
+        let at = hex(&t.line()[0]);
+        let pid = t.pid();
+        // The tracer is per thread, so the whole case runs on one; a hang is a failure.
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            nudge_case(pid, at, held);
+            let _ = done.send(());
+        });
+        match finished.recv_timeout(Duration::from_secs(60)) {
+            Ok(()) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                panic!(
+                    "held {held}: still going after 60 s: {:?}",
+                    thread_states(pid)
+                )
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                panic!("held {held}: the case failed (see its panic above)")
+            }
+        }
+    }
+}
+
+fn nudge_case(pid: i32, at: u64, held: bool) {
+    let p = LinuxProcess::open(pid).unwrap();
+    let count = || p.read_u64(at).unwrap();
+    let before = count();
+    assert!(
+        eventually(5, || count() > before),
+        "the target never counted"
+    );
+    if held {
+        p.keep_attached();
+    }
+    let mut guard = p.pause().unwrap();
+    let frozen = count();
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(count(), frozen, "held {held}: the target ran while paused");
+    assert!(!guard
+        .nudge(pid + 100_000, Duration::from_millis(1))
+        .unwrap());
+    assert!(guard.nudge(pid, Duration::from_millis(20)).unwrap());
+    assert!(all_stopped(pid), "held {held}: {:?}", thread_states(pid));
+    let nudged = count();
+    assert!(nudged > frozen, "held {held}: the nudge did not let it run");
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(count(), nudged, "held {held}: it ran on after the nudge");
+    drop(guard);
+    assert!(
+        eventually(5, || count() > nudged),
+        "held {held}: not resumed"
+    );
+
+    // SIGSTOPped, the process stays stopped: a nudge must not let it run.
+    // SAFETY: kill takes no pointers.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    // Held, the stop is reported to us, and goes on into a group stop once we pass the
+    // signal on, which the sampler's sleep does.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline && !thread_states(pid).values().all(|&c| c == 'T' || c == 't') {
+        py_spy::process::sleep(Duration::from_millis(10));
+    }
+    py_spy::process::sleep(Duration::from_millis(50));
+    let mut guard = p.pause().unwrap();
+    let stopped = count();
+    assert!(
+        !guard.nudge(pid, Duration::from_millis(20)).unwrap(),
+        "held {held}"
+    );
+    assert_eq!(count(), stopped, "held {held}: a group-stopped thread ran");
+    drop(guard);
+    drop(p);
+    // Detached, it wakes up only to go back into its group stop.
+    assert!(
+        eventually(5, || thread_states(pid).values().all(|&c| c == 'T')),
+        "held {held}: let go, it must be stopped, untraced: {:?}",
+        thread_states(pid)
+    );
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(
+        count_of(pid, at),
+        stopped,
+        "held {held}: the SIGSTOP was lost"
+    );
+    // SAFETY: kill takes no pointers.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    assert!(
+        eventually(5, || count_of(pid, at) > stopped),
+        "held {held}: the SIGCONT did not resume it"
+    );
+}
+
+/// The C integer at `at` in process `pid`, read through a fresh handle.
+fn count_of(pid: i32, at: u64) -> u64 {
+    LinuxProcess::open(pid).unwrap().read_u64(at).unwrap()
+}
+
 #[test]
 fn pausing_an_already_traced_process_names_the_tracer() {
     let Some(c) = start_counter(COUNTER_SCRIPT, "traced") else {

@@ -13,6 +13,7 @@ use std::io::{self, IoSliceMut};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use nix::errno::Errno;
@@ -370,6 +371,8 @@ struct Stopped {
     state: StopState,
     /// Signal to deliver on detach (0 for none).
     signal: i32,
+    /// The stop is a group stop (SIGSTOP and the like): the thread stays stopped after us.
+    group_stop: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -392,7 +395,24 @@ struct Paused {
     index: HashMap<i32, usize>,
 }
 
-impl PauseGuard for Paused {}
+impl PauseGuard for Paused {
+    fn nudge(&mut self, tid: i32, run_for: Duration) -> Result<bool> {
+        let Some(&i) = self.index.get(&tid) else {
+            return Ok(false);
+        };
+        let t = &mut self.threads[i];
+        if t.state != StopState::Stopped || t.group_stop || !cont(tid, t.signal) {
+            return Ok(false);
+        }
+        t.signal = 0;
+        t.state = StopState::Pending;
+        std::thread::sleep(run_for);
+        // ESRCH: it is exiting; `wait_pending` takes its exit.
+        let _ = ptrace::interrupt(Pid::from_raw(tid));
+        self.wait_pending()?;
+        Ok(self.threads[i].state == StopState::Stopped)
+    }
+}
 
 impl Paused {
     fn new(pid: i32) -> Paused {
@@ -409,6 +429,7 @@ impl Paused {
             tid,
             state: StopState::Pending,
             signal: 0,
+            group_stop: false,
         });
     }
 
@@ -493,6 +514,8 @@ impl Paused {
                 } else {
                     0
                 };
+                t.group_stop = event == libc::PTRACE_EVENT_STOP
+                    && tracer::is_stop_signal(libc::WSTOPSIG(status));
                 t.state = StopState::Stopped;
             }
             Some(_) => {}
@@ -536,6 +559,21 @@ pub(super) fn stash_exit(pid: i32, status: libc::c_int) {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .insert(pid, status);
+}
+
+/// Resumes a stopped tracee, delivering `signal` (0 for none). False if it was not
+/// attached and stopped any more.
+pub(super) fn cont(tid: i32, signal: i32) -> bool {
+    // SAFETY: PTRACE_CONT takes no pointers; the signal travels in `data`.
+    let r = unsafe {
+        libc::ptrace(
+            libc::PTRACE_CONT,
+            tid,
+            std::ptr::null_mut::<c_void>(),
+            signal as usize as *mut c_void,
+        )
+    };
+    r == 0
 }
 
 /// Detaches a stopped tracee, delivering `signal` (0 for none). False if it was not
@@ -601,7 +639,11 @@ struct HeldPause {
     pid: i32,
 }
 
-impl PauseGuard for HeldPause {}
+impl PauseGuard for HeldPause {
+    fn nudge(&mut self, tid: i32, run_for: Duration) -> Result<bool> {
+        tracer::nudge(tid, run_for)
+    }
+}
 
 impl Drop for HeldPause {
     fn drop(&mut self) {

@@ -6,6 +6,7 @@
 
 use std::fs::File;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Result;
 
@@ -96,7 +97,14 @@ pub enum ThreadActivity {
 }
 
 /// Keeps every thread of the target stopped while it lives; resumes them all when dropped.
-pub trait PauseGuard {}
+pub trait PauseGuard {
+    /// Lets thread `tid`, which this pause stopped, run for about `run_for` and stops it
+    /// again, so that a thread stopped in the middle of updating its stack can be read a
+    /// moment later. False, with nothing done, when `tid` is not a thread this pause
+    /// stopped and may let run (one left running, one in a group stop, one gone); false
+    /// too when it did not stop again (it exited while it ran).
+    fn nudge(&mut self, tid: i32, run_for: Duration) -> Result<bool>;
+}
 
 /// A process we can inspect. Implemented per OS.
 pub trait Process: MemoryReader {

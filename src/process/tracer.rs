@@ -29,7 +29,7 @@ use nix::errno::Errno;
 use nix::sys::ptrace;
 use nix::unistd::Pid;
 
-use super::linux::{detach, stash_exit, wait_status};
+use super::linux::{cont, detach, stash_exit, wait_status};
 
 /// What a held thread is doing, as far as its reports tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -244,6 +244,33 @@ pub(super) fn resume(pid: i32) {
     });
 }
 
+/// Lets held thread `tid`, stopped by this pass, run for about `run_for` and stops it
+/// again (see [`super::PauseGuard::nudge`]). False, with nothing done, when the pass did
+/// not stop it or it is in a group stop; false too when it did not stop again.
+pub(super) fn nudge(tid: i32, run_for: Duration) -> Result<bool> {
+    let resumed = with(|t| match t.tracees.get_mut(&tid) {
+        Some(x) => match x.state {
+            State::Stopped(how @ Resume::Cont(_)) => {
+                x.state = apply(tid, how);
+                true
+            }
+            _ => false,
+        },
+        None => false,
+    });
+    if !resumed {
+        return Ok(false);
+    }
+    std::thread::sleep(run_for);
+    interrupt(tid);
+    wait_pending()?;
+    Ok(with(|t| {
+        t.tracees
+            .get(&tid)
+            .is_some_and(|x| matches!(x.state, State::Stopped(_) | State::Listening))
+    }))
+}
+
 /// Handles every report that is in, without waiting.
 pub fn service() {
     while let Ok(Some((who, status))) = wait_status(-1, libc::WNOHANG) {
@@ -377,15 +404,7 @@ pub(super) fn report(who: i32, status: libc::c_int) {
 fn apply(tid: i32, how: Resume) -> State {
     match how {
         Resume::Cont(signal) => {
-            // SAFETY: PTRACE_CONT takes no pointers; the signal travels in `data`.
-            unsafe {
-                libc::ptrace(
-                    libc::PTRACE_CONT,
-                    tid,
-                    std::ptr::null_mut::<c_void>(),
-                    signal as usize as *mut c_void,
-                );
-            }
+            cont(tid, signal);
             State::Running
         }
         Resume::Listen => {
@@ -411,8 +430,21 @@ fn forget(tid: i32) {
 /// runs on without us. A thread killed while stopped cannot be detached; its exit is
 /// reaped here, or its process could not end.
 fn release(pid: i32) {
+    // Only a thread in a ptrace stop can be detached. One let go into its group stop with
+    // `PTRACE_LISTEN` is not in one: interrupted, it reports that stop again (and after the
+    // detach it stays stopped, like the rest of its process). Left out, its detach failed
+    // and we waited for an exit that never came: record of a process SIGSTOPped at the end
+    // hung until it was resumed.
     for tid in threads(pid) {
-        interrupt(tid);
+        with(|t| {
+            if let Some(x) = t.tracees.get_mut(&tid) {
+                if matches!(x.state, State::Running | State::Listening)
+                    && ptrace::interrupt(Pid::from_raw(tid)).is_ok()
+                {
+                    x.state = State::Pending;
+                }
+            }
+        });
     }
     let _ = wait_pending();
     let mut killed = false;
@@ -441,7 +473,7 @@ fn release(pid: i32) {
 }
 
 /// SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU: the signals whose group stop a tracer reports.
-fn is_stop_signal(signal: i32) -> bool {
+pub(super) fn is_stop_signal(signal: i32) -> bool {
     matches!(
         signal,
         libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU
