@@ -21,6 +21,9 @@ const SCAN_INTERVAL: Duration = Duration::from_millis(100);
 /// First and longest delay before looking at a process that was not Python again.
 const FIRST_RETRY: Duration = Duration::from_millis(2);
 const LONGEST_RETRY: Duration = Duration::from_secs(1);
+/// How long a process whose interpreter is found without its patch level (before 3.11:
+/// no `sys.version` yet) is looked at again before it is sampled without it.
+const PATCH_WAIT: Duration = Duration::from_millis(200);
 /// Most processes followed at once: a fork bomb is not followed to the end.
 const MAX_PROCESSES: usize = 1024;
 /// Deepest descendant tree followed.
@@ -51,6 +54,8 @@ enum State {
         retry: Instant,
         delay: Duration,
         why: String,
+        /// When the waiting began.
+        since: Instant,
     },
 }
 
@@ -195,6 +200,7 @@ impl Targets {
                     retry: now,
                     delay: FIRST_RETRY,
                     why: String::new(),
+                    since: now,
                 },
             },
         );
@@ -203,17 +209,39 @@ impl Targets {
     fn try_attach(&mut self, pid: i32, now: Instant) -> Option<Event> {
         let target = self.targets.get_mut(&pid)?;
         let State::Waiting {
-            exe, retry, delay, ..
+            exe,
+            retry,
+            delay,
+            since,
+            ..
         } = &target.state
         else {
             return None;
         };
+        let since = *since;
         let current_exe = fs::read_link(format!("/proc/{pid}/exe")).ok();
         if now < *retry && (exe.is_none() || current_exe == *exe) {
             return None;
         }
         let next_delay = (*delay * 2).min(LONGEST_RETRY);
         match LinuxProcess::open(pid).and_then(Sampler::new) {
+            // Before 3.11 the patch level is read from `sys.version`, which an interpreter
+            // that is still starting has not made yet: a program launched a moment ago is
+            // looked at again, for a while, so that it is reported as `3.9.18` rather than
+            // `3.9`. It runs no Python code before `sys` exists, so no sample is lost.
+            Ok(sampler)
+                if sampler.interpreter().layout.version.patch.is_none()
+                    && now.duration_since(since) < PATCH_WAIT =>
+            {
+                target.state = State::Waiting {
+                    exe: current_exe,
+                    retry: now + FIRST_RETRY,
+                    delay: FIRST_RETRY,
+                    why: "its interpreter is starting".to_owned(),
+                    since,
+                };
+                None
+            }
             Ok(sampler) => {
                 let version = version_string(&sampler);
                 let free_threaded = sampler.interpreter().layout.version.free_threaded;
@@ -248,6 +276,7 @@ impl Targets {
                     retry: now + next_delay,
                     delay: next_delay,
                     why,
+                    since,
                 };
                 None
             }
@@ -329,11 +358,13 @@ pub enum Change {
 }
 
 fn waiting(exe: Option<PathBuf>, why: String) -> State {
+    let now = Instant::now();
     State::Waiting {
         exe,
-        retry: Instant::now(),
+        retry: now,
         delay: FIRST_RETRY,
         why,
+        since: now,
     }
 }
 
