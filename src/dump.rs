@@ -30,6 +30,7 @@ pub fn run(options: DumpOptions, out: &mut dyn Write) -> Result<()> {
         locals: options.locals,
         nonblocking: options.nonblocking,
         thread_names: true,
+        gil: true,
         skip_idle: false,
         hold: false,
     })?;

@@ -385,6 +385,7 @@ impl<'o> Recording<'o> {
                 locals: false,
                 nonblocking: self.options.nonblocking,
                 thread_names: self.options.threads || self.options.format.needs_timeline(),
+                gil: self.options.gil,
                 skip_idle: !self.options.idle && !self.options.gil,
                 hold: true,
             };

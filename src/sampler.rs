@@ -45,6 +45,8 @@ pub struct SnapshotOptions {
     pub nonblocking: bool,
     /// Read the names `threading` gave the threads (cached between snapshots).
     pub thread_names: bool,
+    /// Read which thread holds the GIL (else no thread is said to own it).
+    pub gil: bool,
     /// The caller drops idle threads: threads found waiting before the pause are neither
     /// stopped nor walked (they are listed idle, with no frames). Used only where the
     /// layout gives each thread state its OS thread id (3.11+), so that the threads can be
@@ -66,7 +68,7 @@ pub struct ThreadSnapshot {
     pub name: Option<String>,
     /// Running (not blocked in a waiting system call).
     pub active: bool,
-    /// Holds the GIL.
+    /// Holds the GIL (always false unless the snapshot asked, [`SnapshotOptions::gil`]).
     pub owns_gil: bool,
     /// Frames, innermost first.
     pub frames: Vec<Frame>,
@@ -292,7 +294,11 @@ impl<P: Process> Sampler<P> {
             .context("reading the thread list")?;
         // The list is newest first; people expect the main thread first.
         tstates.reverse();
-        let gil = threads::gil_holder(&self.process, interp);
+        let gil = if options.gil {
+            threads::gil_holder(&self.process, interp)
+        } else {
+            None
+        };
         let mut stacks = Vec::with_capacity(tstates.len());
         for tstate in &tstates {
             let mut result = walker.stack_if(*tstate, options.locals, walk);

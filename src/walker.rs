@@ -382,14 +382,23 @@ impl<'a, M: MemoryReader + ?Sized> Walker<'a, M> {
                 truncated: false,
             });
         }
-        self.load_chunk(&block);
-        self.cache.prefetched.clear();
         let mut frame = block.u64_at(l.thread.frame);
-        if let Some(current) = l.thread.cframe_current_frame {
-            frame = if frame == 0 {
-                0
-            } else {
-                self.mem().read_u64(frame.wrapping_add(current as u64))?
+        // 3.11–3.12: `frame` is the C frame, whose current frame is read in the same
+        // system call as the chunk copy.
+        let cframe = match l.thread.cframe_current_frame {
+            Some(current) if frame != 0 => Some(frame.wrapping_add(current as u64)),
+            Some(_) => {
+                frame = 0;
+                None
+            }
+            None => None,
+        };
+        let current = self.load_chunk(&block, cframe);
+        self.cache.prefetched.clear();
+        if let Some(at) = cframe {
+            frame = match current {
+                Some(current) => current,
+                None => self.mem().read_u64(at)?,
             };
         }
         self.prefetch_codes(frame);
@@ -447,26 +456,52 @@ impl<'a, M: MemoryReader + ?Sized> Walker<'a, M> {
     /// unreadable range) just leaves the copy empty: every frame is then read on its own,
     /// as before. The copy is the target's memory read during this pass, so a frame taken
     /// from it is the same bytes a read of its own would give while the target is paused.
-    fn load_chunk(&mut self, tstate_block: &[u8]) {
+    ///
+    /// With `pointer`, the pointer at that address is read in the same system call and
+    /// returned (`None` if that failed: the caller reads it on its own, and learns why).
+    fn load_chunk(&mut self, tstate_block: &[u8], pointer: Option<u64>) -> Option<u64> {
         self.chunk_len = 0;
-        let Some((chunk_field, top_field)) = self.layout().thread.datastack else {
-            return;
-        };
-        let start = tstate_block.u64_at(chunk_field);
-        let top = tstate_block.u64_at(top_field);
-        let Some(len) = top
-            .checked_sub(start)
-            .filter(|&len| len > 0 && len <= MAX_CHUNK_BYTES as u64)
-        else {
-            return;
-        };
         let mem = self.mem();
+        let mut word = [0u8; 8];
+        let chunk = self
+            .layout()
+            .thread
+            .datastack
+            .and_then(|(chunk_field, top_field)| {
+                let start = tstate_block.u64_at(chunk_field);
+                let top = tstate_block.u64_at(top_field);
+                top.checked_sub(start)
+                    .filter(|&len| len > 0 && len <= MAX_CHUNK_BYTES as u64)
+                    .map(|len| (start, len as usize))
+            });
         let buffer = &mut self.cache.chunk;
-        buffer.resize(len as usize, 0);
-        if mem.read(start, buffer).is_ok() {
-            self.chunk_start = start;
-            self.chunk_len = len as usize;
+        buffer.resize(chunk.map_or(0, |(_, len)| len), 0);
+        let mut requests: [(u64, &mut [u8]); 2] = [(0, &mut []), (0, &mut [])];
+        let mut n = 0;
+        if let Some(at) = pointer {
+            requests[n] = (at, &mut word);
+            n += 1;
         }
+        if let Some((start, _)) = chunk {
+            requests[n] = (start, buffer.as_mut_slice());
+            n += 1;
+        }
+        let filled = mem.read_batch(&mut requests[..n]);
+        if chunk.is_some() && filled == n {
+            if let Some((start, len)) = chunk {
+                self.chunk_start = start;
+                self.chunk_len = len;
+            }
+        } else if chunk.is_some() && pointer.is_some() && filled == 0 {
+            // The pointer failed and stopped the batch: the chunk on its own.
+            if let Some((start, len)) = chunk {
+                if mem.read(start, &mut self.cache.chunk).is_ok() {
+                    self.chunk_start = start;
+                    self.chunk_len = len;
+                }
+            }
+        }
+        (pointer.is_some() && filled >= 1).then(|| u64::from_le_bytes(word))
     }
 
     /// Reads, in one batch, the code objects of the frames that lie in the chunk copy and

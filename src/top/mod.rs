@@ -480,6 +480,7 @@ impl<'o> Session<'o> {
             locals: false,
             nonblocking: self.options.nonblocking,
             thread_names: false,
+            gil: true,
             skip_idle: !self.options.idle && !self.options.gil,
             hold: true,
         };
