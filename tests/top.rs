@@ -341,3 +341,114 @@ fn rows_parse() {
     assert_eq!((row.own_percent, row.total_time), (85.0, 9.0));
     assert!(parse_row("Total samples: 3").is_none());
 }
+
+/// Processes killed when dropped (whatever a failed assertion left behind).
+struct Reaper(Vec<i32>);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            // SAFETY: kill takes no pointers.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+/// The children of process `parent`.
+fn children(parent: i32) -> Vec<i32> {
+    fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+fn alive(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| !matches!(stat.rsplit_once(") ").map(|(_, s)| &s[..1]), Some("Z")))
+}
+
+/// A terminal that hangs up without a SIGHUP for `top` ends `top`, which lets the program
+/// go and ends it. (py-spy runs in a session of its own with the terminal as its stdio, so
+/// the hangup signals nobody but the shell; closing a window can do the same, depending on
+/// who sees the hangup first.) It used to spin on the dead terminal for ever, and never
+/// took the reports of the threads it held, so the program could wait for ever at a
+/// signal.
+#[test]
+fn a_terminal_that_hangs_up_ends_top() {
+    let interp = common::interpreter("py312");
+    if !interp.available() {
+        return;
+    }
+    let wd = Workdir::new(&interp);
+    let command: Vec<String> = wd.command(SCRIPT, &[]).iter().map(|a| quote(a)).collect();
+    let run = wd.host("run.sh");
+    fs::write(
+        &run,
+        format!(
+            "exec setsid {} top -- {}\n",
+            quote(PY_SPY),
+            command.join(" ")
+        ),
+    )
+    .unwrap();
+    let socket = format!("pyspy-hangup-{}", std::process::id());
+    let shell = format!("sh {}; sleep 60", quote(&run.to_string_lossy()));
+    let tmux = |args: &[&str]| {
+        Command::new("tmux")
+            .args(["-L", &socket])
+            .args(args)
+            .output()
+            .expect("run tmux")
+    };
+    let started = tmux(&[
+        "new-session",
+        "-d",
+        "-x",
+        "110",
+        "-y",
+        "30",
+        "bash",
+        "-c",
+        &shell,
+    ]);
+    assert!(started.status.success(), "{started:?}");
+    let server: i32 = String::from_utf8_lossy(&tmux(&["display", "-p", "#{pid}"]).stdout)
+        .trim()
+        .parse()
+        .expect("the tmux server's pid");
+    let mut reaper = Reaper(vec![server]);
+    let hot = format!("hot ({SCRIPT}:{})", marker_line("HOT"));
+    let deadline = Instant::now() + SCREEN_TIMEOUT;
+    loop {
+        let screen = String::from_utf8_lossy(&tmux(&["capture-pane", "-p"]).stdout).into_owned();
+        if screen.contains(&hot) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "top never showed {hot}:\n{screen}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    let shells = children(server);
+    let py_spy: Vec<i32> = shells.iter().flat_map(|&s| children(s)).collect();
+    let python: Vec<i32> = py_spy.iter().flat_map(|&p| children(p)).collect();
+    assert_eq!(
+        (py_spy.len(), python.len()),
+        (1, 1),
+        "{shells:?} {py_spy:?}"
+    );
+    reaper.0.extend(py_spy.iter().chain(&python));
+    // SAFETY: kill takes no pointers.
+    assert_eq!(unsafe { libc::kill(server, libc::SIGKILL) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while (alive(py_spy[0]) || alive(python[0])) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        !alive(py_spy[0]),
+        "py-spy top is still running on a dead terminal"
+    );
+    assert!(!alive(python[0]), "the program is still running");
+}

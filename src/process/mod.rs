@@ -19,7 +19,7 @@ mod tracer;
 #[cfg(target_os = "linux")]
 pub use linux::{take_reaped_status, LinuxProcess};
 #[cfg(target_os = "linux")]
-pub use tracer::{held_child_exit, sleep};
+pub use tracer::{held_child_exit, service, sleep};
 
 /// Marks an error as the OS refusing us access to the target (ptrace not permitted,
 /// `/proc/PID` files unreadable). Platform code attaches it to the error chain so that the

@@ -145,7 +145,7 @@ pub fn run(options: TopOptions) -> Result<u8> {
                     break;
                 }
                 match screen.input(Duration::from_millis(50))? {
-                    Some(Input::Key(_)) => break,
+                    Some(Input::Key(_) | Input::HungUp) => break,
                     Some(Input::Resize) => session.draw(Some(&mut screen))?,
                     None => {}
                 }
@@ -369,12 +369,18 @@ impl<'o> Session<'o> {
                         return true;
                     }
                 }
-                if screen.is_some() && crossterm::event::poll(Duration::ZERO).unwrap_or(false) {
+                if screen.as_deref().is_some_and(Screen::ready) {
                     input = true;
                     return true;
                 }
                 Instant::now() >= next_refresh
             });
+            if let Wake::Stopped = wake {
+                // Woken early (input, a refresh) the wait may not have slept at all, and it
+                // is while it sleeps that the held threads' reports are taken: a stream of
+                // wakeups would hold the program's signals up.
+                crate::process::service();
+            }
             match wake {
                 Wake::Sample { ticks } => {
                     if let Some(ending) = self.sample(targets, ticks as f64 * period) {
@@ -399,6 +405,14 @@ impl<'o> Session<'o> {
                     while let Some(input) = screen.input(Duration::ZERO)? {
                         match input {
                             Input::Resize => redraw = true,
+                            // As if the kernel had sent SIGHUP: the program got it (or
+                            // will); we stop, and let it go.
+                            Input::HungUp => {
+                                return Ok(Ending::Signal(StopSignal {
+                                    signal: libc::SIGHUP,
+                                    from_kernel: true,
+                                }))
+                            }
                             Input::Key(key) => {
                                 if self.key(key) {
                                     return Ok(Ending::Quit);

@@ -5,14 +5,15 @@
 //! unwinding), and a panic hook restores it before the panic message is printed, so that
 //! the message lands on the normal screen rather than the alternate one about to vanish.
 
-use std::io::{self, Stdout, Write};
+use std::fs::File;
+use std::io::{self, IsTerminal, Stdout, Write};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Once;
+use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use crossterm::cursor::{Hide, MoveTo, Show};
-use crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
 use crossterm::style::Print;
 use crossterm::terminal::{self, Clear, ClearType, EnterAlternateScreen, LeaveAlternateScreen};
 use crossterm::{execute, queue};
@@ -39,11 +40,35 @@ pub enum Input {
     Key(Key),
     /// The window changed size.
     Resize,
+    /// The terminal hung up (its window closed, its tmux session or ssh connection
+    /// ended): it reports input ready for ever and gives none, so the caller must stop
+    /// asking.
+    HungUp,
 }
 
 /// The terminal in full-screen mode, until dropped.
 pub struct Screen {
     out: Stdout,
+    /// Where keys come from: standard input when it is the terminal, else `/dev/tty`
+    /// (the same choice crossterm makes for raw mode).
+    keys: Keys,
+    /// Set by SIGWINCH.
+    resized: Arc<AtomicBool>,
+    resize_hook: Option<signal_hook::SigId>,
+}
+
+enum Keys {
+    Stdin,
+    Tty(File),
+}
+
+impl Keys {
+    fn fd(&self) -> RawFd {
+        match self {
+            Keys::Stdin => libc::STDIN_FILENO,
+            Keys::Tty(file) => file.as_raw_fd(),
+        }
+    }
 }
 
 impl Screen {
@@ -56,9 +81,21 @@ impl Screen {
                 previous(info);
             }));
         });
+        let keys = if io::stdin().is_terminal() {
+            Keys::Stdin
+        } else {
+            Keys::Tty(File::open("/dev/tty").context("cannot open the terminal for keys")?)
+        };
+        let resized = Arc::new(AtomicBool::new(false));
+        let resize_hook = signal_hook::flag::register(libc::SIGWINCH, Arc::clone(&resized)).ok();
         terminal::enable_raw_mode().context("cannot set the terminal to raw mode")?;
         ACTIVE.store(true, Ordering::SeqCst);
-        let mut screen = Screen { out: io::stdout() };
+        let mut screen = Screen {
+            out: io::stdout(),
+            keys,
+            resized,
+            resize_hook,
+        };
         // On failure the drop restores what was done.
         execute!(
             screen.out,
@@ -97,28 +134,70 @@ impl Screen {
         Ok(())
     }
 
+    /// Whether an input is there to be taken ([`Screen::input`] with no wait).
+    pub fn ready(&self) -> bool {
+        self.resized.load(Ordering::Relaxed) || self.wait(Duration::ZERO)
+    }
+
     /// The next input if one comes within `timeout` (zero: only what is there already).
-    pub fn input(&self, timeout: Duration) -> Result<Option<Input>> {
-        if !event::poll(timeout)? {
-            return Ok(None);
+    /// Keys arrive one read at a time: a read that holds several (typed faster than we
+    /// look) counts as its first; an escape sequence (arrows, function keys) as one
+    /// [`Key::Other`].
+    pub fn input(&mut self, timeout: Duration) -> Result<Option<Input>> {
+        if self.resized.swap(false, Ordering::Relaxed) {
+            return Ok(Some(Input::Resize));
         }
-        Ok(match event::read()? {
-            Event::Resize(..) => Some(Input::Resize),
-            Event::Key(key) if key.kind != KeyEventKind::Release => {
-                let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
-                Some(Input::Key(match key.code {
-                    KeyCode::Char('c') if ctrl => Key::Interrupt,
-                    KeyCode::Char(c) if !ctrl => Key::Char(c),
-                    _ => Key::Other,
-                }))
-            }
-            _ => None,
+        if !self.wait(timeout) {
+            return Ok(if self.resized.swap(false, Ordering::Relaxed) {
+                Some(Input::Resize)
+            } else {
+                None
+            });
+        }
+        // Read from the descriptor itself: std's stdin would buffer keys out of `poll`'s
+        // sight.
+        let mut bytes = [0u8; 64];
+        // SAFETY: reads into a buffer of the length given.
+        let n = unsafe { libc::read(self.keys.fd(), bytes.as_mut_ptr().cast(), bytes.len()) };
+        Ok(match usize::try_from(n) {
+            Ok(0) => Some(Input::HungUp),
+            Ok(n) => Some(Input::Key(key(&bytes[..n]))),
+            Err(_) => match io::Error::last_os_error().kind() {
+                io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock => None,
+                // EIO: the terminal hung up under the read.
+                _ => Some(Input::HungUp),
+            },
         })
+    }
+
+    /// Waits up to `timeout` for the terminal to have bytes, or to have hung up.
+    fn wait(&self, timeout: Duration) -> bool {
+        let mut fds = [libc::pollfd {
+            fd: self.keys.fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: one valid pollfd, its count, a timeout.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), 1, ms) };
+        r > 0 && fds[0].revents != 0
+    }
+}
+
+/// The key a read of the terminal in raw mode brought.
+fn key(bytes: &[u8]) -> Key {
+    match bytes {
+        [0x03, ..] => Key::Interrupt,
+        [b, ..] if b.is_ascii_graphic() || *b == b' ' => Key::Char(*b as char),
+        _ => Key::Other,
     }
 }
 
 impl Drop for Screen {
     fn drop(&mut self) {
+        if let Some(hook) = self.resize_hook.take() {
+            signal_hook::low_level::unregister(hook);
+        }
         restore();
     }
 }
