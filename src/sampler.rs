@@ -26,6 +26,8 @@ const NUDGES: [Duration; 3] = [
 /// Times in a row a thread's stack may fail to walk after every nudge before it is no
 /// longer nudged.
 const UNSETTLED_LIMIT: u32 = 3;
+/// Most thread states remembered as unsettled.
+const MAX_UNSETTLED: usize = 1024;
 /// Thread names change rarely; reading them walks dictionaries, so a sampler rereads
 /// them at most this often, or sooner when a thread it has no name for appears...
 const NAMES_MAX_AGE: Duration = Duration::from_secs(1);
@@ -210,8 +212,11 @@ impl<P: Process> Sampler<P> {
         walk: impl Fn(Option<u64>) -> bool + Copy,
         mut result: Result<ThreadStack>,
     ) -> Result<Result<ThreadStack>> {
-        let failures = state.unsettled.entry(tstate).or_default();
-        if *failures >= UNSETTLED_LIMIT {
+        if state
+            .unsettled
+            .get(&tstate)
+            .is_some_and(|&n| n >= UNSETTLED_LIMIT)
+        {
             return Ok(result);
         }
         // Only a thread state that names its OS thread (3.11+) can be nudged.
@@ -230,6 +235,11 @@ impl<P: Process> Sampler<P> {
                 state.unsettled.remove(&tstate);
                 return Ok(result);
             }
+        }
+        // Threads that end unsettled leave their entry behind: bounded, since thread
+        // states come and go for as long as the program runs.
+        if state.unsettled.len() >= MAX_UNSETTLED {
+            state.unsettled.clear();
         }
         *state.unsettled.entry(tstate).or_default() += 1;
         Ok(result)
@@ -294,6 +304,7 @@ impl<P: Process> Sampler<P> {
             .context("reading the thread list")?;
         // The list is newest first; people expect the main thread first.
         tstates.reverse();
+        walker.read_ahead(&tstates);
         let gil = if options.gil {
             threads::gil_holder(&self.process, interp)
         } else {

@@ -31,6 +31,10 @@ const RECENT_LINES: usize = 8;
 /// Largest frame chunk copied in one read; a bigger one (a single huge frame) is read frame
 /// by frame instead. CPython's chunks are 16 KiB unless one frame needs more.
 const MAX_CHUNK_BYTES: usize = 1 << 20;
+/// Most frames read ahead in one pass (see [`Walker::read_ahead`]), and most reads of a
+/// read-ahead that may fail (frames that have gone) before it gives up.
+const MAX_AHEAD_FRAMES: usize = 1 << 16;
+const MAX_AHEAD_FAILURES: usize = 16;
 /// Largest fixed part of a code object struct we read (all are well under this).
 const MAX_CODE_BYTES: usize = 1024;
 /// Longest local variable name we keep (identifiers are short; a garbage names tuple of
@@ -162,6 +166,18 @@ pub struct CodeCache {
     /// thread state, so that a thread costs one read for both. A retry reads afresh.
     tstates: FxHashMap<u64, usize>,
     tstate_bytes: Vec<u8>,
+    /// The thread list of the last pass, read ahead by the next.
+    last_tstates: Vec<u64>,
+    /// Where the last walk of each thread state found its frames outside the chunk copy
+    /// (innermost first), with the pass of that walk: the next pass reads them ahead, all
+    /// threads together, in a few system calls (see [`Walker::read_ahead`]).
+    last_frames: FxHashMap<u64, (u64, Vec<u64>)>,
+    /// The frames read ahead this pass: address → offset of its block in `ahead_bytes`.
+    ahead: FxHashMap<u64, usize>,
+    ahead_bytes: Vec<u8>,
+    ahead_addrs: Vec<u64>,
+    /// The frames of the stack being walked that came from outside the chunk copy.
+    walked: Vec<u64>,
 }
 
 impl CodeCache {
@@ -279,17 +295,111 @@ impl<'a, M: MemoryReader + ?Sized> Walker<'a, M> {
         self.objects.layout()
     }
 
+    /// Reads ahead, in as few system calls as it takes, the frames that the last walk of
+    /// each of `tstates` found outside its chunk copy: a thread whose stack has not changed
+    /// since (most of a server's, waiting) then costs no read per frame. Only the
+    /// addresses come from the last pass; the bytes are this pass's, so a frame taken from
+    /// them is what a read of its own would give now. A frame that has gone is simply not
+    /// asked for, or is read on its own.
+    pub fn read_ahead(&mut self, tstates: &[u64]) {
+        let size = self.layout().frame.size;
+        let mem = self.mem();
+        let cache = &mut self.cache;
+        cache.ahead.clear();
+        let pass = cache.pass;
+        if cache.last_frames.len() > 2 * tstates.len() + 16 {
+            cache
+                .last_frames
+                .retain(|_, (walked, _)| *walked + 2 >= pass);
+        }
+        if size > MAX_FRAME_BYTES {
+            return;
+        }
+        let mut addrs = std::mem::take(&mut cache.ahead_addrs);
+        addrs.clear();
+        for tstate in tstates {
+            if let Some((_, frames)) = cache.last_frames.get(tstate) {
+                let room = MAX_AHEAD_FRAMES - addrs.len();
+                addrs.extend(frames.iter().take(room));
+            }
+        }
+        let mut bytes = std::mem::take(&mut cache.ahead_bytes);
+        bytes.resize(addrs.len() * size, 0);
+        let (mut start, mut failures) = (0, 0);
+        while start < addrs.len() && failures <= MAX_AHEAD_FAILURES {
+            let mut requests: Vec<(u64, &mut [u8])> = addrs[start..]
+                .iter()
+                .copied()
+                .zip(bytes[start * size..].chunks_mut(size))
+                .collect();
+            let filled = mem.read_batch(&mut requests);
+            drop(requests);
+            for (i, &addr) in addrs.iter().enumerate().skip(start).take(filled) {
+                cache.ahead.insert(addr, i * size);
+            }
+            // The one after those stopped the batch: skip it and go on.
+            start += filled + 1;
+            failures += 1;
+        }
+        cache.ahead_addrs = addrs;
+        cache.ahead_bytes = bytes;
+    }
+
+    /// Fills `block` with the frame at `addr` if it was read ahead this pass.
+    fn copy_ahead(&self, addr: u64, block: &mut [u8]) -> bool {
+        match self.cache.ahead.get(&addr) {
+            Some(&at) => match self.cache.ahead_bytes.get(at..at + block.len()) {
+                Some(bytes) => {
+                    block.copy_from_slice(bytes);
+                    true
+                }
+                None => false,
+            },
+            None => false,
+        }
+    }
+
     /// Thread-state addresses of `interp`, in list order (newest first), bounded.
     pub fn thread_states(&mut self, interp: u64) -> Result<Vec<u64>> {
         let l = self.layout();
         let size = l.thread.size;
+        let mem = self.mem();
+        let head_at = interp.wrapping_add(l.interp.tstate_head as u64);
         self.cache.tstates.clear();
         self.cache.tstate_bytes.clear();
+        // The head is read together with the thread states the last pass listed: a list
+        // that has not changed then costs one system call in all, whatever its length.
+        // (Only addresses come from the last pass; every byte used is this pass's.)
+        let mut guessed = std::mem::take(&mut self.cache.last_tstates);
+        let mut head = [0u8; 8];
+        let mut head_read = false;
+        if size <= 1 << 16 {
+            let cache = &mut self.cache;
+            cache.tstate_bytes.resize(guessed.len() * size, 0);
+            let mut requests: Vec<(u64, &mut [u8])> = std::iter::once((head_at, &mut head[..]))
+                .chain(
+                    guessed
+                        .iter()
+                        .copied()
+                        .zip(cache.tstate_bytes.chunks_mut(size)),
+                )
+                .collect();
+            let filled = mem.read_batch(&mut requests);
+            drop(requests);
+            head_read = filled >= 1;
+            let copied = filled.saturating_sub(1);
+            cache.tstate_bytes.truncate(copied * size);
+            for (i, &tstate) in guessed.iter().enumerate().take(copied) {
+                cache.tstates.entry(tstate).or_insert(i * size);
+            }
+        }
+        let mut tstate = if head_read {
+            u64::from_le_bytes(head)
+        } else {
+            mem.read_u64(head_at)
+                .context("reading the interpreter's thread list")?
+        };
         let mut out = Vec::new();
-        let mut tstate = self
-            .mem()
-            .read_u64(interp.wrapping_add(l.interp.tstate_head as u64))
-            .context("reading the interpreter's thread list")?;
         // A loop is found with Brent's method, as in `stack`: searching the list so far
         // for every entry would cost a million comparisons per pass with 1,000 threads.
         let (mut mark, mut power, mut since_mark) = (0u64, 1usize, 0usize);
@@ -304,12 +414,18 @@ impl<'a, M: MemoryReader + ?Sized> Walker<'a, M> {
                 power *= 2;
                 since_mark = 0;
             }
-            let mem = self.mem();
-            tstate = match self.copy_tstate(tstate, size) {
-                Some(block) => block.u64_at(l.thread.next),
-                None => mem.read_u64(tstate.wrapping_add(l.thread.next as u64))?,
+            let next_at = l.thread.next;
+            tstate = match self.cache.tstates.get(&tstate) {
+                Some(&at) => self.cache.tstate_bytes.u64_at(at + next_at),
+                None => match self.copy_tstate(tstate, size) {
+                    Some(block) => block.u64_at(next_at),
+                    None => mem.read_u64(tstate.wrapping_add(next_at as u64))?,
+                },
             };
         }
+        guessed.clear();
+        guessed.extend_from_slice(&out);
+        self.cache.last_tstates = guessed;
         Ok(out)
     }
 
@@ -402,6 +518,34 @@ impl<'a, M: MemoryReader + ?Sized> Walker<'a, M> {
             };
         }
         self.prefetch_codes(frame);
+        self.cache.walked.clear();
+        let walked = self.walk_frames(tstate, frame, with_locals);
+        // Remembered on every path: a stack that failed half way is read ahead as far as
+        // it went.
+        let pass = self.cache.pass;
+        let cache = &mut self.cache;
+        let (when, frames) = cache.last_frames.entry(tstate).or_default();
+        *when = pass;
+        frames.clear();
+        frames.extend_from_slice(&cache.walked);
+        let (frames, truncated) = walked?;
+        Ok(ThreadStack {
+            tstate,
+            python_thread_id,
+            native_thread_id,
+            frames,
+            truncated,
+        })
+    }
+
+    /// The frames of the chain that starts at `frame`, innermost first, and whether it
+    /// went on past [`MAX_FRAMES`].
+    fn walk_frames(
+        &mut self,
+        tstate: u64,
+        mut frame: u64,
+        with_locals: bool,
+    ) -> Result<(Vec<Frame>, bool)> {
         let mut frames = Vec::new();
         let mut seen = 0usize;
         // A chain read while the thread was changing it can loop back on itself. Without
@@ -415,13 +559,7 @@ impl<'a, M: MemoryReader + ?Sized> Walker<'a, M> {
         let mut since_mark = 0usize;
         while frame != 0 {
             if seen >= MAX_FRAMES {
-                return Ok(ThreadStack {
-                    tstate,
-                    python_thread_id,
-                    native_thread_id,
-                    frames,
-                    truncated: true,
-                });
+                return Ok((frames, true));
             }
             seen += 1;
             let (next, f) = self
@@ -441,13 +579,7 @@ impl<'a, M: MemoryReader + ?Sized> Walker<'a, M> {
                 since_mark = 0;
             }
         }
-        Ok(ThreadStack {
-            tstate,
-            python_thread_id,
-            native_thread_id,
-            frames,
-            truncated: false,
-        })
+        Ok((frames, false))
     }
 
     /// Copies the thread's newest frame chunk (3.11+: `datastack_chunk` up to
@@ -588,7 +720,12 @@ impl<'a, M: MemoryReader + ?Sized> Walker<'a, M> {
             );
         };
         if !self.copy_from_chunk(addr, block) {
-            self.mem().read(addr, block)?;
+            if self.cache.walked.len() < MAX_FRAMES {
+                self.cache.walked.push(addr);
+            }
+            if !self.copy_ahead(addr, block) {
+                self.mem().read(addr, block)?;
+            }
         }
         let block = &*block;
         let back = block.u64_at(l.frame.back);

@@ -52,7 +52,7 @@ pub struct LinuxProcess {
     /// exited (its task then has no memory) while other threads run on.
     mem_task: AtomicI32,
     /// Open `stat` and `syscall` files of threads, reread with `pread` on every sample
-    /// instead of opened and closed each time. Bounded by [`MAX_TASK_FILES`]; a thread
+    /// instead of opened and closed each time. Bounded by [`max_task_files`]; a thread
     /// beyond it has its files opened per read, as do threads whose file failed.
     task_files: Mutex<HashMap<(i32, TaskFile), File>>,
     /// The thread list the last pause ended with, for the next snapshot.
@@ -67,8 +67,20 @@ pub struct LinuxProcess {
     established: AtomicBool,
 }
 
-/// Most task files kept open, well under the usual limit of 1,024 descriptors.
-const MAX_TASK_FILES: usize = 256;
+/// Most task files one process keeps open: a quarter of the descriptors we may open
+/// (256 under the common soft limit of 1,024; a thousand-thread server's whole set under
+/// the larger limits of containers and systemd services), at most 4,096. Beyond it a
+/// thread's file is opened for each read, which costs three system calls instead of one.
+fn max_task_files() -> usize {
+    static LIMIT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .map_or(1024, |(soft, _)| soft);
+        usize::try_from(soft / 4)
+            .unwrap_or(usize::MAX)
+            .clamp(64, 4096)
+    })
+}
 
 /// A per-thread `/proc` file read on every sample.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -928,7 +940,7 @@ impl LinuxProcess {
             TaskFile::Syscall => "syscall",
         };
         let path = self.proc_dir.join(format!("task/{tid}/{name}"));
-        if files.len() >= MAX_TASK_FILES {
+        if files.len() >= max_task_files() {
             drop(files);
             return read_small(&path, buf);
         }
