@@ -576,25 +576,21 @@ pub(super) fn stash_exit(pid: i32, status: libc::c_int) {
 /// Resumes a stopped tracee, delivering `signal` (0 for none). False if it was not
 /// attached and stopped any more.
 pub(super) fn cont(tid: i32, signal: i32) -> bool {
-    // SAFETY: PTRACE_CONT takes no pointers; the signal travels in `data`.
-    let r = unsafe {
-        libc::ptrace(
-            libc::PTRACE_CONT,
-            tid,
-            std::ptr::null_mut::<c_void>(),
-            signal as usize as *mut c_void,
-        )
-    };
-    r == 0
+    restart(libc::PTRACE_CONT, tid, signal)
 }
 
 /// Detaches a stopped tracee, delivering `signal` (0 for none). False if it was not
 /// attached and stopped any more (killed, or gone).
 pub(super) fn detach(tid: i32, signal: i32) -> bool {
-    // SAFETY: PTRACE_DETACH takes no pointers; the signal travels in `data`.
+    restart(libc::PTRACE_DETACH, tid, signal)
+}
+
+/// Lets a stopped tracee go on as `request` says, delivering `signal`.
+fn restart(request: libc::c_uint, tid: i32, signal: i32) -> bool {
+    // SAFETY: PTRACE_CONT and PTRACE_DETACH take no pointers; the signal travels in `data`.
     let r = unsafe {
         libc::ptrace(
-            libc::PTRACE_DETACH,
+            request,
             tid,
             std::ptr::null_mut::<c_void>(),
             signal as usize as *mut c_void,
