@@ -40,6 +40,10 @@ macro_rules! parse_with {
                     "interp.runtime_interp_head",
                     at(offset_of!(D, runtime_state.interpreters_head)),
                 ),
+                (
+                    "interp.runtime_finalizing",
+                    at(offset_of!(D, runtime_state.finalizing)),
+                ),
                 ("interp.next", at(offset_of!(D, interpreter_state.next))),
                 (
                     "interp.tstate_head",
@@ -217,6 +221,7 @@ impl DebugOffsets {
             };
             let optional: Option<&mut Option<usize>> = match *name {
                 "interp.runtime_interp_head" => Some(&mut layout.interp.runtime_interp_head),
+                "interp.runtime_finalizing" => Some(&mut layout.interp.runtime_finalizing),
                 "thread.native_thread_id" => Some(&mut layout.thread.native_thread_id),
                 "frame.owner" => Some(&mut layout.frame.owner),
                 "code.qualname" => Some(&mut layout.code.qualname),

@@ -3,6 +3,7 @@
 use crate::interpreter::{NotPython, Unsupported};
 use crate::memory::is_process_gone;
 use crate::process::{is_permission_error, AlreadyTraced, PermissionDenied};
+use crate::sampler::is_interpreter_exiting;
 
 /// Whether the error is a closed stdout (`py-spy dump | head -1`): a quiet success.
 pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
@@ -48,6 +49,8 @@ pub fn one_line(err: &anyhow::Error) -> String {
         );
     } else if is_process_gone(err) {
         line.push_str(" (the process exited while it was being read)");
+    } else if is_interpreter_exiting(err) {
+        line.push_str(" (the process is exiting; try again while it runs)");
     } else if let Some(not_python) = err.downcast_ref::<NotPython>() {
         match &not_python.python_descendant {
             Some((pid, name)) => line.push_str(&format!(

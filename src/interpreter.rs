@@ -32,6 +32,8 @@ pub struct Interpreter {
     pub runtime: Option<u64>,
     /// Address of the `_PyThreadState_Current` global (≤ 3.6), when known.
     pub tstate_current: Option<u64>,
+    /// Where the target shows that its interpreter is shutting down, when known.
+    pub shutdown: Option<ShutdownMark>,
     /// The executable, as the target sees it.
     pub executable: PathBuf,
     /// Where the debug offsets disagreed with our generated layout (3.13+); empty if none.
@@ -152,11 +154,13 @@ pub fn find_with(process: &dyn Process, symbols: Symbols) -> Result<Interpreter>
         mismatches = debug.apply(&mut layout);
     }
     let interp = locate_interpreter(process, &binary, &maps, &layout, runtime, symbols)?;
+    let shutdown = shutdown_mark(&binary, &layout, runtime);
     let mut interpreter = Interpreter {
         layout,
         interp,
         runtime,
         tstate_current: binary.symbol("_PyThreadState_Current"),
+        shutdown,
         executable: exe,
         debug_offset_mismatches: mismatches,
     };
@@ -164,6 +168,35 @@ pub fn find_with(process: &dyn Process, symbols: Symbols) -> Result<Interpreter>
         interpreter.layout.version.patch = read_patch_level(process, &interpreter);
     }
     Ok(interpreter)
+}
+
+/// Where a process shows that its interpreter is shutting down (`Py_FinalizeEx` frees the
+/// thread states and the interpreter while the process lives on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownMark {
+    /// The address of a pointer set before anything is freed: `_PyRuntime`'s
+    /// `finalizing` (3.7+) or the `_Py_Finalizing` global (3.6).
+    Finalizing(u64),
+    /// The address of the interpreter list's head (`interp_head`), which 2.7 clears once
+    /// the interpreter is freed: 2.7 keeps its finalizing flag in a static of its own.
+    InterpreterList(u64),
+}
+
+fn shutdown_mark(binary: &Binary, layout: &Layout, runtime: Option<u64>) -> Option<ShutdownMark> {
+    match (layout.interp.runtime_finalizing, runtime) {
+        (Some(offset), Some(runtime)) => Some(ShutdownMark::Finalizing(
+            runtime.wrapping_add(offset as u64),
+        )),
+        (Some(_), None) => None,
+        (None, _) => binary
+            .symbol("_Py_Finalizing")
+            .map(ShutdownMark::Finalizing)
+            .or_else(|| {
+                binary
+                    .symbol("interp_head")
+                    .map(ShutdownMark::InterpreterList)
+            }),
+    }
 }
 
 /// No name, no version symbol: try each layout until one finds a valid interpreter.
@@ -184,11 +217,13 @@ fn find_by_trying_every_layout(
         if let Ok(interp) =
             locate_interpreter(process, binary, maps, &layout, runtime, Symbols::Use)
         {
+            let shutdown = shutdown_mark(binary, &layout, runtime);
             let mut interpreter = Interpreter {
                 layout,
                 interp,
                 runtime,
                 tstate_current: binary.symbol("_PyThreadState_Current"),
+                shutdown,
                 executable: exe,
                 debug_offset_mismatches: Vec::new(),
             };

@@ -239,6 +239,10 @@ pub struct DictOffsets {
 pub struct InterpOffsets {
     /// `_PyRuntimeState.interpreters.head` (3.7+; before, the `interp_head` symbol).
     pub runtime_interp_head: Option<usize>,
+    /// `_PyRuntimeState.finalizing` / `_finalizing` (3.7+): the thread state running
+    /// `Py_FinalizeEx`, set before it frees the thread states and the interpreter (3.6
+    /// has the `_Py_Finalizing` symbol instead; 2.7 nothing we can read).
+    pub runtime_finalizing: Option<usize>,
     /// `PyInterpreterState.next`.
     pub next: usize,
     /// `tstate_head` / `threads.head`.
@@ -707,6 +711,7 @@ macro_rules! py27 {
             },
             interp: InterpOffsets {
                 runtime_interp_head: None,
+                runtime_finalizing: None,
                 next: offset_of!(b::PyInterpreterState, next),
                 tstate_head: offset_of!(b::PyInterpreterState, tstate_head),
                 modules: offset_of!(b::PyInterpreterState, modules),
@@ -723,6 +728,18 @@ macro_rules! py27 {
 /// field, `$runtime` whether `_PyRuntime` exists (3.7+).
 macro_rules! py3_frame_objects {
     ($b:ident, $version:expr, $line:expr, $table:ident, $head:expr, $gil:expr) => {{
+        py3_frame_objects!(
+            $b,
+            $version,
+            $line,
+            $table,
+            $head,
+            $gil,
+            runtime_finalizing!($b)
+        )
+    }};
+    ($b:ident, $version:expr, $line:expr, $table:ident, $head:expr, $gil:expr,
+     $finalizing:expr) => {{
         use core::mem::offset_of;
         use python_bindings::$b as b;
         Layout {
@@ -744,6 +761,7 @@ macro_rules! py3_frame_objects {
             dicts: dicts36!($b),
             interp: InterpOffsets {
                 runtime_interp_head: $head,
+                runtime_finalizing: $finalizing,
                 next: offset_of!(b::PyInterpreterState, next),
                 tstate_head: offset_of!(b::PyInterpreterState, tstate_head),
                 modules: offset_of!(b::PyInterpreterState, modules),
@@ -771,6 +789,32 @@ macro_rules! py36 {
             None,
             GilModel::ThreadStateCurrentSymbol
         )
+    };
+}
+
+/// Where `_PyRuntime` says that the interpreter is being finalized: the field was renamed
+/// `_finalizing` in 3.9, and 3.6 has no `_PyRuntime` at all.
+macro_rules! runtime_finalizing {
+    (v3_6) => {
+        None
+    };
+    (v3_7) => {
+        Some(core::mem::offset_of!(
+            python_bindings::v3_7::_PyRuntimeState,
+            finalizing
+        ))
+    };
+    (v3_8) => {
+        Some(core::mem::offset_of!(
+            python_bindings::v3_8::_PyRuntimeState,
+            finalizing
+        ))
+    };
+    ($b:ident) => {
+        Some(core::mem::offset_of!(
+            python_bindings::$b::_PyRuntimeState,
+            _finalizing
+        ))
     };
 }
 
@@ -842,6 +886,7 @@ macro_rules! py3_interpreter_frames {
             dicts: dicts311!($b),
             interp: InterpOffsets {
                 runtime_interp_head: Some($head),
+                runtime_finalizing: runtime_finalizing!($b),
                 next: offset_of!(b::PyInterpreterState, next),
                 tstate_head: $tstate_head,
                 modules: $modules,

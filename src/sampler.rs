@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::interpreter::{self, Interpreter};
-use crate::memory::is_process_gone;
+use crate::interpreter::{self, Interpreter, ShutdownMark};
+use crate::memory::{is_process_gone, MemoryReaderExt};
 use crate::process::{PauseGuard, Process, ThreadActivity};
 use crate::threads;
 use crate::walker::{CodeCache, Frame, ThreadStack, Walker};
@@ -37,6 +37,25 @@ const NAMES_MIN_AGE: Duration = Duration::from_millis(100);
 /// next snapshot when this one met a thread it does not hold (listing `/proc/PID/task`
 /// costs about a tenth of a nonblocking pass at 1 kHz).
 const THREAD_LIST_MAX_AGE: Duration = Duration::from_millis(100);
+
+/// A snapshot failed because the interpreter is shutting down (`Py_FinalizeEx` has begun
+/// freeing what the sampler reads): the process is about to exit, and the failure is not
+/// counted as a sampling error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InterpreterExiting;
+
+impl std::fmt::Display for InterpreterExiting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the interpreter is shutting down")
+    }
+}
+
+impl std::error::Error for InterpreterExiting {}
+
+/// Whether `err` is (or wraps) [`InterpreterExiting`].
+pub fn is_interpreter_exiting(err: &anyhow::Error) -> bool {
+    err.downcast_ref::<InterpreterExiting>().is_some()
+}
 
 /// What to collect.
 #[derive(Debug, Clone, Copy, Default)]
@@ -191,7 +210,31 @@ impl<P: Process> Sampler<P> {
             Some(pause)
         };
         let pause = pause.as_mut().map(|p| &mut **p as &mut dyn PauseGuard);
-        self.read_threads(options, &os_tids, &activity, &skipped, pause)
+        let snapshot = self.read_threads(options, &os_tids, &activity, &skipped, pause);
+        // `Py_FinalizeEx` frees the thread states and then the interpreter while the
+        // process lives on for a few more milliseconds: what fails to read then is the
+        // shutdown, not a bad sample. (Read while the threads are still stopped.)
+        let unreadable = match &snapshot {
+            Ok(s) => s.threads.iter().any(|t| t.error.is_some()),
+            Err(err) => !is_process_gone(err),
+        };
+        if unreadable && self.interpreter_exiting() {
+            return Err(match snapshot {
+                Ok(_) => anyhow::Error::new(InterpreterExiting),
+                Err(err) => err.context(InterpreterExiting),
+            });
+        }
+        snapshot
+    }
+
+    /// Whether the target has begun to shut its interpreter down (false when we cannot
+    /// tell: no symbol to read it from).
+    fn interpreter_exiting(&self) -> bool {
+        match self.interpreter.shutdown {
+            Some(ShutdownMark::Finalizing(at)) => self.process.read_u64(at).is_ok_and(|t| t != 0),
+            Some(ShutdownMark::InterpreterList(at)) => self.process.read_u64(at) == Ok(0),
+            None => false,
+        }
     }
 
     /// Reads again, between nudges ([`PauseGuard::nudge`]), the stack of a paused thread

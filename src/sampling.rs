@@ -8,7 +8,7 @@ use crate::interpreter::NotPython;
 use crate::launch::{Exit, Launched};
 use crate::memory::is_process_gone;
 use crate::process::{LinuxProcess, Process};
-use crate::sampler::{Sampler, Snapshot, SnapshotOptions, ThreadSnapshot};
+use crate::sampler::{is_interpreter_exiting, Sampler, Snapshot, SnapshotOptions, ThreadSnapshot};
 use crate::signals::{StopSignal, StopSignals};
 use crate::targets::{Change, Event, Target, Targets};
 
@@ -155,7 +155,10 @@ pub fn sample_all(
     let mut root_change = None;
     for (pid, err) in failed {
         let change = targets.sample_failed(pid, &err);
-        if !is_process_gone(&err) && !matches!(change, Some(Change::Exited | Change::Exec)) {
+        if !is_process_gone(&err)
+            && !is_interpreter_exiting(&err)
+            && !matches!(change, Some(Change::Exited | Change::Exec))
+        {
             *errors += 1;
         }
         if pid != targets.root() {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::interpreter::NotPython;
 use crate::memory::is_process_gone;
 use crate::process::{is_permission_error, LinuxProcess, Process};
-use crate::sampler::Sampler;
+use crate::sampler::{is_interpreter_exiting, Sampler};
 use crate::sampling::version_string;
 
 /// How often descendants are looked for.
@@ -315,13 +315,18 @@ impl Targets {
 
     /// Handles a failed sample of `pid`: a process that exited is dropped; one that
     /// `exec`ed another program, or that keeps failing (it may have `exec`ed the same
-    /// program again), is looked at anew. Says which, if either.
+    /// program again), is looked at anew; one whose interpreter has shut down is left
+    /// alone until it exits. Says which, if either.
     pub fn sample_failed(&mut self, pid: i32, err: &anyhow::Error) -> Option<Change> {
         let target = self.targets.get_mut(&pid)?;
         let State::Sampling { exe, failures, .. } = &mut target.state else {
             return None;
         };
-        *failures += 1;
+        // A shut-down interpreter fails every pass until the process exits; that is not
+        // a sign of a new program to look for.
+        if !is_interpreter_exiting(err) {
+            *failures += 1;
+        }
         let current_exe = fs::read_link(format!("/proc/{pid}/exe")).ok();
         if is_process_gone(err) || current_exe.is_none() {
             if pid == self.root {

@@ -202,6 +202,36 @@ const ROWS: &[Row] = &[
         only: None,
     },
     Row {
+        name: "finalized_launch",
+        fault: "the program's interpreter shuts down and the process lives on for 1 s",
+        script: "faults.py",
+        args: &["finalized", "{ready}", "0.5", "1"],
+        mode: Launch,
+        py_spy: &["-r", "2000"],
+        action: Nothing,
+        checks: &[
+            Exit(0),
+            Output,
+            Hot("final_spin"),
+            NoErrors,
+            NoNote("py-spy: the program"),
+        ],
+        repeat: 1,
+        only: None,
+    },
+    Row {
+        name: "finalized_attach",
+        fault: "the target's interpreter shuts down and the process lives on for 1 s",
+        script: "faults.py",
+        args: &["finalized", "{ready}", "1", "1"],
+        mode: Attach,
+        py_spy: &["-r", "2000"],
+        action: Nothing,
+        checks: &[Exit(0), Output, Hot("final_spin"), NoErrors, Note(ENDED)],
+        repeat: 1,
+        only: None,
+    },
+    Row {
         name: "kill_target_attach",
         fault: "the target is SIGKILLed mid-record (attach)",
         script: "record_exit.py",
@@ -517,7 +547,8 @@ macro_rules! row_tests {
 macro_rules! all_rows {
     ($label:literal) => {
         row_tests!($label;
-            exit_attach, exit_launch_0, exit_launch_3, kill_target_attach, killed_launch,
+            exit_attach, exit_launch_0, exit_launch_3, finalized_launch, finalized_attach,
+            kill_target_attach, killed_launch,
             terminated_launch, sigint_attach, sigterm_attach, sigterm_launch, thread_churn,
             threads_1000, threads_1000_nonblocking, late_threads_nonblocking, recursion_10000,
             signals_launch, signals_attach, exec_attach, exec_launch,

@@ -1390,6 +1390,7 @@ impl Image<'_> {
             interp: self.interp,
             runtime: Some(self.runtime),
             tstate_current: Some(self.tstate_current),
+            shutdown: None,
             executable: PathBuf::from("/usr/bin/python"),
             debug_offset_mismatches: Vec::new(),
         }

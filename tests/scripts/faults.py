@@ -38,6 +38,10 @@ Modes:
 * `exec SECONDS PROGRAM ARGS...`: starts 4 threads "helper-I" that sleep in short steps,
   spins in `before_exec` (`# HOT before_exec`) for SECONDS, then replaces itself with
   PROGRAM ARGS (`os.execv`) while the helpers still run.
+* `finalized SECONDS HOLD`: spins in `final_spin` (`# HOT final_spin`) for SECONDS, then
+  returns; the C library's exit handlers then sleep HOLD whole seconds (one registered
+  with `__cxa_atexit`), so the process lives on after `Py_FinalizeEx` has freed its
+  thread states and its interpreter. Exit status 0.
 """
 import inspect
 import json
@@ -359,10 +363,29 @@ def mode_signals(ready_path, args):
     write_json(result_path, result)
 
 
+def final_spin(seconds):
+    end = time.time() + seconds
+    while time.time() < end: pass  # HOT final_spin
+
+
+def mode_finalized(ready_path, args):
+    seconds, hold = float(args[0]), int(args[1])
+    import ctypes
+
+    libc = ctypes.CDLL(None)
+    # An exit handler of the C library runs after the interpreter is gone; it is called
+    # with its argument, so `sleep` gets HOLD.
+    sleep = ctypes.cast(libc.sleep, ctypes.c_void_p)
+    if libc.__cxa_atexit(sleep, ctypes.c_void_p(hold), None) != 0:
+        fail("__cxa_atexit failed")
+    write_ready(ready_path, {})
+    final_spin(seconds)
+
+
 # ------------------------------------------------------------------------ main --
 
 FUNCTIONS = [work_chunk, churn_spin, idle_wait, spin, main_sleep, deep_spin, recurse,
-             before_exec, signal_spin]
+             before_exec, signal_spin, final_spin]
 
 
 def write_ready(path, extra):
@@ -378,7 +401,8 @@ def write_ready(path, extra):
 
 MODES = {"workers": mode_workers, "churn": mode_churn, "threads": mode_threads,
          "late": mode_late,
-         "deep": mode_deep, "exec": mode_exec, "signals": mode_signals}
+         "deep": mode_deep, "exec": mode_exec, "signals": mode_signals,
+         "finalized": mode_finalized}
 
 
 def main():
