@@ -273,6 +273,7 @@ impl<P: Process> Sampler<P> {
             {
                 break;
             }
+            walker.forget_read_ahead();
             result = walker.stack_if(tstate, options.locals, walk);
             if result.is_ok() {
                 state.unsettled.remove(&tstate);
@@ -347,7 +348,6 @@ impl<P: Process> Sampler<P> {
             .context("reading the thread list")?;
         // The list is newest first; people expect the main thread first.
         tstates.reverse();
-        walker.read_ahead(&tstates);
         let gil = if options.gil {
             threads::gil_holder(&self.process, interp)
         } else {

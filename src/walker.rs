@@ -31,10 +31,12 @@ const RECENT_LINES: usize = 8;
 /// Largest frame chunk copied in one read; a bigger one (a single huge frame) is read frame
 /// by frame instead. CPython's chunks are 16 KiB unless one frame needs more.
 const MAX_CHUNK_BYTES: usize = 1 << 20;
-/// Most frames read ahead in one pass (see [`Walker::read_ahead`]), and most reads of a
+/// Most frames read ahead in one pass (see [`Walker::plan_ahead`]), and most reads of a
 /// read-ahead that may fail (frames that have gone) before it gives up.
 const MAX_AHEAD_FRAMES: usize = 1 << 16;
 const MAX_AHEAD_FAILURES: usize = 16;
+/// Most code objects read ahead in one pass: those the last pass used.
+const MAX_AHEAD_CODES: usize = 4096;
 /// Largest fixed part of a code object struct we read (all are well under this).
 const MAX_CODE_BYTES: usize = 1024;
 /// Longest local variable name we keep (identifiers are short; a garbage names tuple of
@@ -170,7 +172,7 @@ pub struct CodeCache {
     last_tstates: Vec<u64>,
     /// Where the last walk of each thread state found its frames outside the chunk copy
     /// (innermost first), with the pass of that walk: the next pass reads them ahead, all
-    /// threads together, in a few system calls (see [`Walker::read_ahead`]).
+    /// threads together, in a few system calls (see [`Walker::plan_ahead`]).
     last_frames: FxHashMap<u64, (u64, Vec<u64>)>,
     /// The frames read ahead this pass: address → offset of its block in `ahead_bytes`.
     ahead: FxHashMap<u64, usize>,
@@ -178,6 +180,13 @@ pub struct CodeCache {
     ahead_addrs: Vec<u64>,
     /// The frames of the stack being walked that came from outside the chunk copy.
     walked: Vec<u64>,
+    /// The code objects read ahead this pass (those of `last_codes`): address → offset
+    /// of its block in `ahead_bytes`, after the frames'.
+    ahead_codes: FxHashMap<u64, usize>,
+    /// The code objects the last pass checked, read ahead by this one, and those this
+    /// pass has checked so far (bounded by [`MAX_AHEAD_CODES`]).
+    last_codes: Vec<u64>,
+    pass_codes: Vec<u64>,
 }
 
 impl CodeCache {
@@ -185,6 +194,8 @@ impl CodeCache {
     /// is used again.
     pub fn begin_pass(&mut self) {
         self.pass += 1;
+        std::mem::swap(&mut self.last_codes, &mut self.pass_codes);
+        self.pass_codes.clear();
         // Evict in steps: first what no recent pass used, then what the last pass did not
         // use, then everything. Runs only when over a limit, so not on the hot path.
         for keep_after in [
@@ -295,60 +306,144 @@ impl<'a, M: MemoryReader + ?Sized> Walker<'a, M> {
         self.objects.layout()
     }
 
-    /// Reads ahead, in as few system calls as it takes, the frames that the last walk of
-    /// each of `tstates` found outside its chunk copy: a thread whose stack has not changed
-    /// since (most of a server's, waiting) then costs no read per frame. Only the
-    /// addresses come from the last pass; the bytes are this pass's, so a frame taken from
-    /// them is what a read of its own would give now. A frame that has gone is simply not
-    /// asked for, or is read on its own.
-    pub fn read_ahead(&mut self, tstates: &[u64]) {
+    /// Plans the read-ahead that [`Walker::thread_states`] does in its batch: the frames
+    /// that the last walk of each of `tstates` found outside its chunk copy, and the code
+    /// objects the last pass used. A thread whose stack has not changed since (most of a
+    /// server's, waiting) then costs no read per frame, and a cached code object no read
+    /// to check it. Only the addresses come from the last pass; the bytes are this
+    /// pass's, so a frame or code object taken from them is what a read of its own would
+    /// give now. One that has gone is simply not asked for, or is read on its own.
+    ///
+    /// Lists in `ahead_addrs` what to read (the frames, then the code objects) and sizes
+    /// `ahead_bytes` for it; says how many are frames, or `None` if nothing is to be read.
+    fn plan_ahead(&mut self, tstates: &[u64]) -> Option<usize> {
         let size = self.layout().frame.size;
-        let mem = self.mem();
+        let code_size = self.layout().code.size;
         let cache = &mut self.cache;
         cache.ahead.clear();
+        cache.ahead_codes.clear();
+        cache.ahead_addrs.clear();
         let pass = cache.pass;
         if cache.last_frames.len() > 2 * tstates.len() + 16 {
             cache
                 .last_frames
                 .retain(|_, (walked, _)| *walked + 2 >= pass);
         }
-        if size > MAX_FRAME_BYTES {
-            return;
+        if size > MAX_FRAME_BYTES || code_size > MAX_CODE_BYTES {
+            return None;
         }
-        let mut addrs = std::mem::take(&mut cache.ahead_addrs);
-        addrs.clear();
         for tstate in tstates {
             if let Some((_, frames)) = cache.last_frames.get(tstate) {
-                let room = MAX_AHEAD_FRAMES - addrs.len();
-                addrs.extend(frames.iter().take(room));
+                let room = MAX_AHEAD_FRAMES - cache.ahead_addrs.len();
+                cache.ahead_addrs.extend(frames.iter().take(room));
             }
         }
-        let mut bytes = std::mem::take(&mut cache.ahead_bytes);
-        bytes.resize(addrs.len() * size, 0);
-        let (mut start, mut failures) = (0, 0);
-        while start < addrs.len() && failures <= MAX_AHEAD_FAILURES {
-            let mut requests: Vec<(u64, &mut [u8])> = addrs[start..]
-                .iter()
-                .copied()
-                .zip(bytes[start * size..].chunks_mut(size))
-                .collect();
+        // On a stack of frame objects (3.10 and before) each code object would otherwise
+        // cost a read of its own every pass, to check that the cached one is still there.
+        let frames = cache.ahead_addrs.len();
+        cache.ahead_addrs.extend_from_slice(&cache.last_codes);
+        let codes = cache.ahead_addrs.len() - frames;
+        cache
+            .ahead_bytes
+            .resize(frames * size + codes * code_size, 0);
+        (!cache.ahead_addrs.is_empty()).then_some(frames)
+    }
+
+    /// The planned read-ahead as batch requests, from its `start`th entry on.
+    fn ahead_requests<'b>(
+        addrs: &'b [u64],
+        bytes: &'b mut [u8],
+        frames: usize,
+        (size, code_size): (usize, usize),
+        start: usize,
+    ) -> impl Iterator<Item = (u64, &'b mut [u8])> {
+        let (frame_bytes, code_bytes) = bytes.split_at_mut(frames * size);
+        addrs
+            .iter()
+            .copied()
+            .zip(
+                frame_bytes
+                    .chunks_mut(size)
+                    .chain(code_bytes.chunks_mut(code_size)),
+            )
+            .skip(start)
+    }
+
+    /// Notes that the planned entries `start..start + filled` were read.
+    fn note_ahead(&mut self, start: usize, filled: usize, frames: usize) {
+        let (size, code_size) = (self.layout().frame.size, self.layout().code.size);
+        let cache = &mut self.cache;
+        for (i, &addr) in cache
+            .ahead_addrs
+            .iter()
+            .enumerate()
+            .skip(start)
+            .take(filled)
+        {
+            if i < frames {
+                cache.ahead.insert(addr, i * size);
+            } else {
+                cache
+                    .ahead_codes
+                    .insert(addr, frames * size + (i - frames) * code_size);
+            }
+        }
+    }
+
+    /// Reads the planned entries from `start` on, skipping each that stops a batch.
+    fn read_ahead_from(&mut self, mut start: usize, frames: usize) {
+        let sizes = (self.layout().frame.size, self.layout().code.size);
+        let mem = self.mem();
+        let mut failures = 0;
+        while start < self.cache.ahead_addrs.len() && failures <= MAX_AHEAD_FAILURES {
+            let addrs = std::mem::take(&mut self.cache.ahead_addrs);
+            let mut bytes = std::mem::take(&mut self.cache.ahead_bytes);
+            let mut requests: Vec<(u64, &mut [u8])> =
+                Self::ahead_requests(&addrs, &mut bytes, frames, sizes, start).collect();
             let filled = mem.read_batch(&mut requests);
             drop(requests);
-            for (i, &addr) in addrs.iter().enumerate().skip(start).take(filled) {
-                cache.ahead.insert(addr, i * size);
-            }
+            self.cache.ahead_addrs = addrs;
+            self.cache.ahead_bytes = bytes;
+            self.note_ahead(start, filled, frames);
             // The one after those stopped the batch: skip it and go on.
             start += filled + 1;
             failures += 1;
         }
-        cache.ahead_addrs = addrs;
-        cache.ahead_bytes = bytes;
+    }
+
+    /// Drops what this pass read ahead: for a caller that let the target run since (a
+    /// nudge), after which those bytes are no longer the target's.
+    pub fn forget_read_ahead(&mut self) {
+        self.cache.ahead.clear();
+        self.cache.ahead_codes.clear();
+        self.cache.tstates.clear();
     }
 
     /// Fills `block` with the frame at `addr` if it was read ahead this pass.
     fn copy_ahead(&self, addr: u64, block: &mut [u8]) -> bool {
-        match self.cache.ahead.get(&addr) {
-            Some(&at) => match self.cache.ahead_bytes.get(at..at + block.len()) {
+        Self::copy_from(&self.cache.ahead, &self.cache.ahead_bytes, addr, block)
+    }
+
+    /// Fills `block` with the code object at `addr` if this pass read it already: ahead
+    /// of the walk ([`Walker::plan_ahead`]) or with the frames of its chunk.
+    fn copy_code_read(&self, addr: u64, block: &mut [u8]) -> bool {
+        self.copy_prefetched(addr, block)
+            || Self::copy_from(
+                &self.cache.ahead_codes,
+                &self.cache.ahead_bytes,
+                addr,
+                block,
+            )
+    }
+
+    fn copy_from(
+        offsets: &FxHashMap<u64, usize>,
+        bytes: &[u8],
+        addr: u64,
+        block: &mut [u8],
+    ) -> bool {
+        match offsets.get(&addr) {
+            Some(&at) => match bytes.get(at..at + block.len()) {
                 Some(bytes) => {
                     block.copy_from_slice(bytes);
                     true
@@ -359,7 +454,9 @@ impl<'a, M: MemoryReader + ?Sized> Walker<'a, M> {
         }
     }
 
-    /// Thread-state addresses of `interp`, in list order (newest first), bounded.
+    /// Thread-state addresses of `interp`, in list order (newest first), bounded. Starts
+    /// a pass's reads: in the same batch, what the last pass suggests this one will read
+    /// (its thread states, frames and code objects; see [`Walker::plan_ahead`]).
     pub fn thread_states(&mut self, interp: u64) -> Result<Vec<u64>> {
         let l = self.layout();
         let size = l.thread.size;
@@ -371,10 +468,16 @@ impl<'a, M: MemoryReader + ?Sized> Walker<'a, M> {
         // that has not changed then costs one system call in all, whatever its length.
         // (Only addresses come from the last pass; every byte used is this pass's.)
         let mut guessed = std::mem::take(&mut self.cache.last_tstates);
+        // The read-ahead of frames and code objects (see `plan_ahead`) rides in the same
+        // batch, planned from the same last pass.
+        let ahead = self.plan_ahead(&guessed);
         let mut head = [0u8; 8];
         let mut head_read = false;
         if size <= 1 << 16 {
+            let sizes = (l.frame.size, l.code.size);
             let cache = &mut self.cache;
+            let addrs = std::mem::take(&mut cache.ahead_addrs);
+            let mut bytes = std::mem::take(&mut cache.ahead_bytes);
             cache.tstate_bytes.resize(guessed.len() * size, 0);
             let mut requests: Vec<(u64, &mut [u8])> = std::iter::once((head_at, &mut head[..]))
                 .chain(
@@ -383,15 +486,34 @@ impl<'a, M: MemoryReader + ?Sized> Walker<'a, M> {
                         .copied()
                         .zip(cache.tstate_bytes.chunks_mut(size)),
                 )
+                .chain(
+                    ahead
+                        .map(|frames| Self::ahead_requests(&addrs, &mut bytes, frames, sizes, 0))
+                        .into_iter()
+                        .flatten(),
+                )
                 .collect();
             let filled = mem.read_batch(&mut requests);
             drop(requests);
+            cache.ahead_addrs = addrs;
+            cache.ahead_bytes = bytes;
             head_read = filled >= 1;
-            let copied = filled.saturating_sub(1);
+            let copied = filled.saturating_sub(1).min(guessed.len());
             cache.tstate_bytes.truncate(copied * size);
             for (i, &tstate) in guessed.iter().enumerate().take(copied) {
                 cache.tstates.entry(tstate).or_insert(i * size);
             }
+            if let Some(frames) = ahead {
+                let list = 1 + guessed.len();
+                let read = filled.saturating_sub(list);
+                self.note_ahead(0, read, frames);
+                // Stopped by a thread state that has gone, or inside the read-ahead: the
+                // rest on its own, past the one that stopped it.
+                let next = if filled < list { 0 } else { read + 1 };
+                self.read_ahead_from(next, frames);
+            }
+        } else if let Some(frames) = ahead {
+            self.read_ahead_from(0, frames);
         }
         let mut tstate = if head_read {
             u64::from_le_bytes(head)
@@ -660,7 +782,11 @@ impl<'a, M: MemoryReader + ?Sized> Walker<'a, M> {
             if l.tagged_stackrefs {
                 code &= !TAG_BITS;
             }
-            if code != 0 && !self.checked_this_pass(code) && !wanted.contains(&code) {
+            if code != 0
+                && !self.checked_this_pass(code)
+                && !self.cache.ahead_codes.contains_key(&code)
+                && !wanted.contains(&code)
+            {
                 wanted.push(code);
             }
             let back = block.u64_at(l.frame.back);
@@ -803,7 +929,7 @@ impl<'a, M: MemoryReader + ?Sized> Walker<'a, M> {
         let mut header = [0u8; MAX_CODE_BYTES];
         let size = self.layout().code.size.min(MAX_CODE_BYTES);
         let block = &mut header[..size];
-        let tp = if self.copy_prefetched(addr, block) {
+        let tp = if self.copy_code_read(addr, block) {
             block.u64_at(self.layout().objects.ob_type)
         } else {
             self.objects.type_of(addr)?
@@ -834,8 +960,11 @@ impl<'a, M: MemoryReader + ?Sized> Walker<'a, M> {
                 l.code.size
             );
         };
-        if !self.copy_prefetched(addr, block) {
+        if !self.copy_code_read(addr, block) {
             self.mem().read(addr, block)?;
+        }
+        if self.cache.pass_codes.len() < MAX_AHEAD_CODES {
+            self.cache.pass_codes.push(addr);
         }
         let block = &*block;
         let fingerprint = CodeFingerprint {
